@@ -1,0 +1,267 @@
+"""The service's settings: one typed object, read from ``BRIDGE_*`` environment variables and an
+optional YAML file (``BRIDGE_SETTINGS_FILE``), validated at start-up.
+
+Environment variables win over the file. Every problem is reported at once, in words a hospital
+administrator can act on (see :func:`load_settings`). Outside ``mode=demo`` placeholder secrets are
+refused, following fastapi/full-stack-fastapi-template's "changethis" check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "BRIDGE_"
+SETTINGS_FILE_ENV = "BRIDGE_SETTINGS_FILE"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MAPPINGS_DIR = PACKAGE_ROOT / "mappings" / "rules"
+MAX_LINK_TTL_HOURS = 7 * 24
+
+# Values shipped for the demo. They are public, so they must never protect real data.
+DEMO_SECRET = "demo-only-not-a-secret"
+DEMO_KEY = base64.urlsafe_b64encode(b"demo-only-key-not-secret-32bytes").decode()
+_PLACEHOLDER_PREFIXES = ("demo-", "change", "placeholder", "secret", "xxx", "todo")
+
+
+class SettingsError(Exception):
+    """Settings are missing or wrong; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("The service cannot start; fix these settings:\n  - " + "\n  - ".join(problems))
+
+
+def _is_placeholder(value: str) -> bool:
+    lowered = value.strip().lower()
+    return not lowered or lowered.startswith(_PLACEHOLDER_PREFIXES) or value in (DEMO_SECRET, DEMO_KEY)
+
+
+def _decode_key(value: str) -> bytes:
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        return base64.urlsafe_b64decode(padded)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be 32 random bytes in URL-safe base64 (`bridge keys new` makes one)") from exc
+
+
+class Settings(BaseSettings):
+    """All settings. Each field's description is what the README documents."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    mode: Literal["production", "demo"] = Field(
+        "production", description="`demo` accepts the shipped placeholder secrets; `production` refuses them."
+    )
+    # --- the service itself
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000", description="Where the EHR and Meta reach this service (scheme, host, port)."
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    http_port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    database_url: str = Field(
+        "sqlite:///./bridge.db", description="SQLAlchemy URL: a SQLite file, or postgresql+psycopg://…"
+    )
+    data_encryption_key: SecretStr = Field(
+        SecretStr(DEMO_KEY), description="32-byte URL-safe base64 key that encrypts phone numbers at rest."
+    )
+    # --- the EHR
+    fhir_base_url: str = Field("http://127.0.0.1:8090/fhir", description="The EHR's FHIR R4 base URL.")
+    fhir_auth: Literal["none", "basic", "bearer"] = Field("none", description="How to authenticate to the EHR.")
+    fhir_username: str | None = Field(None, description="User for `fhir_auth=basic`.")
+    fhir_password: SecretStr | None = Field(None, description="Password for `fhir_auth=basic`.")
+    fhir_bearer_token: SecretStr | None = Field(None, description="Token for `fhir_auth=bearer`.")
+    fhir_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of each call to the EHR.")
+    ehr_hook_secret: SecretStr = Field(
+        SecretStr(DEMO_SECRET),
+        description="Master secret from which each Subscription's notification header secret is derived.",
+    )
+    manage_subscriptions: bool = Field(
+        True, description="Create or verify the EHR Subscriptions at start-up (`bridge subscriptions ensure`)."
+    )
+    max_notification_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest notification body accepted from the EHR."
+    )
+    # --- WhatsApp Cloud API
+    whatsapp_api_base_url: str = Field(
+        "https://graph.facebook.com", description="Graph API root: Meta, a BSP proxy, or the emulator."
+    )
+    whatsapp_api_version: str = Field("v23.0", pattern=r"^v\d+\.\d+$", description="Graph API version.")
+    whatsapp_access_token: SecretStr = Field(SecretStr(DEMO_SECRET), description="System-user access token.")
+    whatsapp_phone_number_id: str = Field("100000000000001", description="The sending phone number's id.")
+    whatsapp_waba_id: str = Field("200000000000002", description="The WhatsApp Business Account id.")
+    whatsapp_app_secret: SecretStr = Field(
+        SecretStr(DEMO_SECRET), description="Meta app secret that signs webhooks (X-Hub-Signature-256)."
+    )
+    whatsapp_verify_token: SecretStr = Field(
+        SecretStr(DEMO_SECRET), description="Token Meta echoes when verifying the webhook URL."
+    )
+    whatsapp_timeout_seconds: float = Field(10.0, gt=0, le=60, description="Timeout of each send.")
+    whatsapp_max_connections: int = Field(64, ge=1, le=1000, description="Connections kept open to the API.")
+    # --- portal links
+    portal_base_url: str = Field(
+        "http://127.0.0.1:8000/portal-demo", description="The hospital's authenticated patient portal."
+    )
+    link_signing_key: SecretStr = Field(SecretStr(DEMO_KEY), description="32-byte key that signs link tokens.")
+    link_ttl_hours: int = Field(72, ge=1, le=MAX_LINK_TTL_HOURS, description="How long a portal link works.")
+    # --- patients and sites
+    default_phone_region: str = Field("US", description="Region for phone numbers written without +country.")
+    site_timezone: str = Field("America/New_York", description="IANA time zone of the site.")
+    site_label_default: str = Field("Main Campus", description="Public site label used in messages.")
+    site_labels: dict[str, str] = Field(
+        default_factory=dict, description="Public labels by Location reference, e.g. {'Location/12': 'North'}."
+    )
+    default_language: str = Field("en_US", description="Template language when the patient's has none.")
+    phi_profile: Literal["default", "strict"] = Field(
+        "default", description="`strict` drops even date, time and site from messages."
+    )
+    consent_source: Literal["registry", "assume"] = Field(
+        "registry", description="Where opt-in comes from: the local registry, or `assume` (demo only)."
+    )
+    report_policy: Literal["once", "every_release"] = Field(
+        "once", description="Results-ready once per report, or again after amended/corrected/appended."
+    )
+    mappings_dir: Path = Field(DEFAULT_MAPPINGS_DIR, description="Folder of mapping rule files.")
+    # --- delivery
+    dispatch_max_attempts: int = Field(8, ge=1, le=50, description="Send attempts before a dead letter.")
+    dispatch_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles, with jitter.")
+    dispatch_backoff_max_seconds: float = Field(900.0, gt=0, description="Longest retry delay.")
+    dispatch_batch_size: int = Field(200, ge=1, le=5000, description="Outbox rows claimed per tick.")
+    tick_seconds: float = Field(1.0, gt=0, le=60, description="How often the pipeline looks for due work.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not a known IANA time zone (e.g. Europe/Madrid)") from exc
+        return value
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a two-letter region code (e.g. US, ES, GB)")
+        return value.upper()
+
+    @field_validator("public_base_url", "fhir_base_url", "whatsapp_api_base_url", "portal_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("data_encryption_key", "link_signing_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        if len(_decode_key(value.get_secret_value())) != 32:
+            raise ValueError("must decode to exactly 32 bytes (`bridge keys new` makes one)")
+        return value
+
+    @field_validator("site_labels")
+    @classmethod
+    def _labels_are_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for ref in value:
+            if not ref.startswith("Location/"):
+                raise ValueError(f"key {ref!r} must be a Location reference such as 'Location/12'")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        problems: list[str] = []
+        if self.fhir_auth == "basic" and not (self.fhir_username and self.fhir_password):
+            problems.append("fhir_auth=basic needs BRIDGE_FHIR_USERNAME and BRIDGE_FHIR_PASSWORD")
+        if self.fhir_auth == "bearer" and not self.fhir_bearer_token:
+            problems.append("fhir_auth=bearer needs BRIDGE_FHIR_BEARER_TOKEN")
+        if self.mode != "demo":
+            for name in ("whatsapp_access_token", "whatsapp_app_secret", "whatsapp_verify_token",
+                         "ehr_hook_secret", "data_encryption_key", "link_signing_key"):
+                if _is_placeholder(getattr(self, name).get_secret_value()):
+                    problems.append(
+                        f"{name} still has a placeholder value: set BRIDGE_{name.upper()} to a real secret "
+                        "(placeholders are accepted only with BRIDGE_MODE=demo)"
+                    )
+            if self.consent_source == "assume":
+                problems.append("consent_source=assume is for demos only; use `registry` in production")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def key_bytes(self, name: Literal["data_encryption_key", "link_signing_key"]) -> bytes:
+        return _decode_key(getattr(self, name).get_secret_value())
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.site_timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional YAML file named by ``BRIDGE_SETTINGS_FILE`` (keys without the prefix)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(SETTINGS_FILE_ENV)
+        self._data: dict[str, Any] = {}
+        if path:
+            file = Path(path)
+            if not file.is_file():
+                raise SettingsError([f"{SETTINGS_FILE_ENV} points to {path}, which is not a file"])
+            try:
+                loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise SettingsError([f"{path} is not valid YAML: {exc}"]) from exc
+            if not isinstance(loaded, dict):
+                raise SettingsError([f"{path} must hold a mapping of setting names to values"])
+            self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        return f"{location}: unknown setting (check the spelling against the README's settings table)"
+    if not location:
+        return message
+    return f"{location} (env {ENV_PREFIX}{location.upper()}): {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Builds and validates the settings; raises :class:`SettingsError` listing every problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for error in exc.errors(include_input=False, include_url=False):
+            text = _describe(dict(error))
+            problems.extend(part.strip() for part in text.split("\n") if part.strip())
+        raise SettingsError(problems) from None
