@@ -27,7 +27,7 @@ DEFAULT_MAPPINGS_DIR = PACKAGE_ROOT / "mappings" / "rules"
 MAX_LINK_TTL_HOURS = 7 * 24
 
 # Values shipped for the demo. They are public, so they must never protect real data.
-DEMO_SECRET = "demo-only-not-a-secret"
+DEMO_SECRET = "demo-only-not-a-secret"  # noqa: S105 - public on purpose, refused outside demo
 DEMO_KEY = base64.urlsafe_b64encode(b"demo-only-key-not-secret-32bytes").decode()
 _PLACEHOLDER_PREFIXES = ("demo-", "change", "placeholder", "secret", "xxx", "todo")
 

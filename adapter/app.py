@@ -1,0 +1,213 @@
+"""The composition root: builds every part from the settings, wires them, serves HTTP.
+
+Nothing else constructs adapters; tests build the same graph with other settings (a fresh
+database, the emulator's URL, a sekmet-fhir URL), so what is tested is what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from adapter.consent import consent_source
+from adapter.crypto import FieldCipher
+from adapter.db import make_engine, upgrade
+from adapter.decide import DecideConfig, Decider
+from adapter.dispatch import Dispatcher, RetryPolicy
+from adapter.inbox import InboxStore
+from adapter.models import InboxEvent, OutboxMessage
+from adapter.outbox import OutboxStore
+from adapter.pipeline import Pipeline
+from adapter.settings import Settings
+from adapter.webhooks import build_webhook_router
+from ehr.auth import auth_from_settings
+from ehr.client import FhirClient
+from ehr.errors import FhirError
+from ehr.intake import build_intake_router
+from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, SubscriptionState, ensure_subscriptions
+from mappings.rules import RuleSet, load_rules
+from portal_links.routes import build_link_router
+from portal_links.store import LinkStore
+from portal_links.tokens import LinkSigner
+from whatsapp.catalogue import TemplateCatalogue
+from whatsapp.sender import CloudApiSender
+
+log = logging.getLogger(__name__)
+SUBSCRIPTION_RETRY = timedelta(seconds=30)
+
+
+@dataclass
+class Service:
+    """Every long-lived part of one running service."""
+
+    settings: Settings
+    engine: Engine
+    catalogue: TemplateCatalogue
+    rules: RuleSet
+    cipher: FieldCipher
+    inbox: InboxStore
+    outbox: OutboxStore
+    links: LinkStore
+    decider: Decider
+    specs: dict[str, Any]
+    fhir: FhirClient | None = None
+    sender: CloudApiSender | None = None
+    pipeline: Pipeline | None = None
+    dispatcher: Dispatcher | None = None
+    subscriptions: list[SubscriptionState] = field(default_factory=list)
+    subscription_error: str | None = None
+
+
+def build_service(settings: Settings) -> Service:
+    """The synchronous part of the graph; refuses to build on bad rules or templates."""
+    engine = make_engine(settings.database_url)
+    catalogue = TemplateCatalogue.load(public_base_url=settings.public_base_url)
+    rules = load_rules(settings.mappings_dir, catalogue, settings.phi_profile)
+    cipher = FieldCipher(settings.key_bytes("data_encryption_key"))
+    outbox = OutboxStore(engine, cipher)
+    links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key")), timedelta(hours=settings.link_ttl_hours))
+    decider = Decider(
+        engine, rules, catalogue, consent_source(settings.consent_source), outbox, links,
+        DecideConfig(profile=settings.phi_profile, zone=settings.zone, site_labels=settings.site_labels,
+                     default_site_label=settings.site_label_default, default_language=settings.default_language,
+                     default_phone_region=settings.default_phone_region, report_policy=settings.report_policy),
+    )
+    specs = {spec.key: spec for spec in DEFAULT_SUBSCRIPTION_SPECS}
+    return Service(settings, engine, catalogue, rules, cipher, InboxStore(engine), outbox, links, decider, specs)
+
+
+def make_fhir_client(settings: Settings) -> FhirClient:
+    return FhirClient(settings.fhir_base_url, auth_from_settings(settings), settings.fhir_timeout_seconds)
+
+
+def make_sender(settings: Settings) -> CloudApiSender:
+    return CloudApiSender(
+        base_url=settings.whatsapp_api_base_url, api_version=settings.whatsapp_api_version,
+        phone_number_id=settings.whatsapp_phone_number_id,
+        access_token=settings.whatsapp_access_token.get_secret_value(),
+        timeout_seconds=settings.whatsapp_timeout_seconds, max_connections=settings.whatsapp_max_connections,
+    )
+
+
+async def start(service: Service) -> None:
+    """Opens the network clients and composes the pipeline (needs a running event loop)."""
+    settings = service.settings
+    service.fhir = make_fhir_client(settings)
+    service.sender = make_sender(settings)
+    service.dispatcher = Dispatcher(
+        service.outbox, service.sender,
+        RetryPolicy(settings.dispatch_max_attempts, settings.dispatch_backoff_seconds,
+                    settings.dispatch_backoff_max_seconds),
+        batch_size=settings.dispatch_batch_size, concurrency=settings.whatsapp_max_connections,
+    )
+    service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
+                                service.specs, tick_seconds=settings.tick_seconds)
+
+
+async def stop(service: Service) -> None:
+    if service.sender is not None:
+        await service.sender.aclose()
+    if service.fhir is not None:
+        await service.fhir.aclose()
+
+
+async def keep_subscriptions(service: Service, stop_event: asyncio.Event) -> None:
+    """Creates or verifies the EHR Subscriptions; while the EHR is unreachable, tries again."""
+    assert service.fhir is not None
+    while not stop_event.is_set():
+        try:
+            service.subscriptions = await ensure_subscriptions(
+                service.fhir, list(service.specs.values()), service.settings.public_base_url,
+                service.settings.ehr_hook_secret.get_secret_value().encode())
+            service.subscription_error = None
+            return
+        except FhirError as error:
+            service.subscription_error = f"{type(error).__name__}: {error}"
+            log.warning("could not ensure EHR subscriptions (%s); retrying in %ss", type(error).__name__,
+                        int(SUBSCRIPTION_RETRY.total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_event.wait(), SUBSCRIPTION_RETRY.total_seconds())
+
+
+def health(service: Service) -> dict[str, Any]:
+    """Counts and states only: no identifiers, no PHI."""
+    with Session(service.engine) as session:
+        outbox = dict(session.exec(select(OutboxMessage.state, func.count()).group_by(col(OutboxMessage.state))).all())
+        inbox = dict(session.exec(select(InboxEvent.state, func.count()).group_by(col(InboxEvent.state))).all())
+    dispatcher = service.dispatcher
+    return {
+        "status": "ok" if not (dispatcher and dispatcher.breaker_open) else "degraded",
+        "mode": service.settings.mode,
+        "inbox": inbox,
+        "outbox": outbox,
+        "sending_paused": bool(dispatcher and dispatcher.breaker_open),
+        "sending_paused_reason": dispatcher.breaker_reason if dispatcher and dispatcher.breaker_open else None,
+        "subscriptions": [{"key": s.key, "status": s.status, "action": s.action} for s in service.subscriptions],
+        "subscription_error": service.subscription_error,
+    }
+
+
+def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI:
+    service = service or build_service(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(upgrade, service.engine)
+        await start(service)
+        assert service.pipeline is not None
+        stop_event = asyncio.Event()
+        tasks = [asyncio.create_task(service.pipeline.run(stop_event), name="pipeline")]
+        if settings.manage_subscriptions:
+            tasks.append(asyncio.create_task(keep_subscriptions(service, stop_event), name="subscriptions"))
+        try:
+            yield
+        finally:
+            stop_event.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop(service)
+
+    app = FastAPI(title="FHIR ↔ WhatsApp bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    def accept(items: list[Any]) -> int:
+        # The pipeline exists once the lifespan ran; before that, store without waking.
+        return service.pipeline.accept(items) if service.pipeline else service.inbox.accept(items)
+
+    app.include_router(build_intake_router(
+        _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(), list(service.specs),
+        settings.max_notification_bytes))
+    app.include_router(build_webhook_router(
+        service.engine, service.outbox, [settings.whatsapp_app_secret.get_secret_value().encode()],
+        settings.whatsapp_verify_token.get_secret_value()))
+    app.include_router(build_link_router(service.links, service.engine, settings.portal_base_url))
+
+    @app.get("/health")
+    async def get_health() -> JSONResponse:
+        return JSONResponse(await asyncio.to_thread(health, service))
+
+    if settings.mode == "demo":
+        @app.get("/portal-demo/{page}", include_in_schema=False)
+        async def demo_portal(page: str) -> HTMLResponse:
+            return HTMLResponse("<h1>Hospital patient portal (demo)</h1><p>Here the hospital's portal would ask "
+                                "the patient to log in, then show the page.</p>")
+
+    return app
+
+
+class _Sink:
+    def __init__(self, accept: Any) -> None:
+        self._accept = accept
+
+    def accept(self, items: list[Any]) -> int:
+        return int(self._accept(items))

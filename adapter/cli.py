@@ -1,0 +1,262 @@
+"""``bridge``: the one console script — run the service, the demo, the emulator, and the
+operator commands (settings check, migrations, subscriptions, opt-in registry, skips, dead letters).
+
+Every command reads the same settings as the service, so a wrong setting is reported the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlmodel import Session, col, delete, select
+
+from adapter.settings import DEMO_SECRET, Settings, SettingsError, load_settings
+
+app = typer.Typer(help="FHIR ↔ WhatsApp bridge.", no_args_is_help=True, add_completion=False)
+subscriptions_app = typer.Typer(help="The EHR Subscriptions this service needs.", no_args_is_help=True)
+consent_app = typer.Typer(help="The local opt-in registry.", no_args_is_help=True)
+dead_app = typer.Typer(help="Messages that could not be sent.", no_args_is_help=True)
+app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(consent_app, name="consent")
+app.add_typer(dead_app, name="dead-letters")
+
+
+def _say(text: str) -> None:
+    typer.echo(text)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from adapter.db import make_engine, upgrade
+
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return engine
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve() -> None:
+    """Run the service (HTTP endpoints and the pipeline) with the configured settings."""
+    import uvicorn
+
+    from adapter.app import create_app
+
+    _logging()
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info",
+                access_log=False)  # access logs would carry portal-link tokens in their paths
+
+
+@app.command()
+def demo(once: Annotated[bool, typer.Option(help="Exit after showing the messages.")] = False,
+         workdir: Annotated[Path | None, typer.Option(help="Folder for the demo's files.")] = None) -> None:
+    """Start a sandbox EHR, the WhatsApp emulator and the service; show what patients receive."""
+    from adapter.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    raise typer.Exit(run_demo(_say, keep_running=not once, workdir=workdir))
+
+
+@app.command()
+def emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    webhook_url: Annotated[str | None, typer.Option(help="Where to POST status webhooks.")] = None,
+    public_base_url: Annotated[str, typer.Option(help="The service's public URL (template links).")] =
+        "http://127.0.0.1:8000",
+) -> None:
+    """Run the WhatsApp Cloud API emulator standalone (demo token and app secret)."""
+    from whatsapp.emulator.config import EmulatorConfig
+    from whatsapp.emulator.server import run_emulator
+
+    settings = _settings(mode="demo")
+    token = os.environ.get("BRIDGE_WHATSAPP_ACCESS_TOKEN", DEMO_SECRET)
+    secret = os.environ.get("BRIDGE_WHATSAPP_APP_SECRET", DEMO_SECRET)
+    run_emulator(EmulatorConfig(access_token=token, app_secret=secret, webhook_url=webhook_url,
+                                public_base_url=public_base_url,
+                                phone_numbers={settings.whatsapp_phone_number_id: "+1 555 0100"},
+                                waba_id=settings.whatsapp_waba_id), host="127.0.0.1", port=port)
+
+
+@app.command("check-settings")
+def check_settings() -> None:
+    """Validate the settings and print them, secrets masked."""
+    settings = _settings()
+    for name, value in settings.model_dump().items():
+        shown = "********" if "SecretStr" in type(getattr(settings, name)).__name__ else value
+        typer.echo(f"{name} = {shown}")
+    typer.secho("settings are valid", fg="green")
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Bring the database schema to the latest migration."""
+    _engine(_settings())
+    typer.echo("database is at the latest migration")
+
+
+@app.command("keys-new")
+def keys_new() -> None:
+    """Print a fresh random 32-byte key (for data_encryption_key or link_signing_key)."""
+    typer.echo(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+
+async def _with_fhir(settings: Settings, action: str) -> list[dict[str, object]]:
+    from adapter.app import make_fhir_client
+    from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, ensure_subscriptions, subscription_status
+
+    async with make_fhir_client(settings) as client:
+        if action == "ensure":
+            states = await ensure_subscriptions(client, list(DEFAULT_SUBSCRIPTION_SPECS), settings.public_base_url,
+                                                settings.ehr_hook_secret.get_secret_value().encode())
+        else:
+            states = await subscription_status(client, list(DEFAULT_SUBSCRIPTION_SPECS), settings.public_base_url)
+    return [{"key": s.key, "id": s.fhir_id, "status": s.status, "action": s.action, "error": s.error}
+            for s in states]
+
+
+@subscriptions_app.command("ensure")
+def subscriptions_ensure() -> None:
+    """Create or repair the EHR Subscriptions (idempotent)."""
+    for state in asyncio.run(_with_fhir(_settings(), "ensure")):
+        typer.echo(json.dumps(state))
+
+
+@subscriptions_app.command("status")
+def subscriptions_status() -> None:
+    """Show the EHR Subscriptions and their status."""
+    for state in asyncio.run(_with_fhir(_settings(), "status")):
+        typer.echo(json.dumps(state))
+
+
+@consent_app.command("grant")
+def consent_grant(patient: Annotated[str, typer.Argument(help="FHIR reference, e.g. Patient/123")]) -> None:
+    """Record that a patient opted in to WhatsApp messages."""
+    _set_consent(patient, "opted_in")
+
+
+@consent_app.command("revoke")
+def consent_revoke(patient: Annotated[str, typer.Argument(help="FHIR reference, e.g. Patient/123")]) -> None:
+    """Record that a patient opted out; nothing more is sent to them."""
+    _set_consent(patient, "opted_out")
+
+
+def _set_consent(patient: str, status: str) -> None:
+    from adapter.consent import set_consent
+    from adapter.db import transaction
+
+    try:
+        with transaction(_engine(_settings())) as session:
+            set_consent(session, patient, status, "admin")
+    except ValueError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{patient}: {status}")
+
+
+@consent_app.command("list")
+def consent_list() -> None:
+    """List the opt-in registry."""
+    from adapter.consent import list_consent
+
+    with Session(_engine(_settings())) as session:
+        for record in list_consent(session):
+            typer.echo(f"{record.patient_ref}\t{record.status}\t{record.source}\t{record.changed_at:%Y-%m-%d %H:%M}")
+
+
+@app.command()
+def skips(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50) -> None:
+    """List notifications that were not sent, and why (no mobile number, no opt-in, ...)."""
+    from adapter.models import NotificationSkip
+
+    with Session(_engine(_settings())) as session:
+        rows = session.exec(select(NotificationSkip).order_by(col(NotificationSkip.id).desc()).limit(limit))
+        for row in rows:
+            typer.echo(f"{row.created_at:%Y-%m-%d %H:%M:%S}\t{row.rule_id}\t{row.resource_ref}"
+                       f"/_history/{row.version_id}\t{row.patient_ref}\t{row.reason}")
+
+
+@dead_app.command("list")
+def dead_list(limit: Annotated[int, typer.Option()] = 100) -> None:
+    """List dead letters: id, rule, resource, reason."""
+    from adapter.app import build_service
+
+    for row in build_service(_settings()).outbox.dead_letters(limit):
+        typer.echo(f"{row.id}\t{row.rule_id}\t{row.resource_ref}\t{row.attempts} attempts\t{row.dead_reason}")
+
+
+@dead_app.command("retry")
+def dead_retry(outbox_id: Annotated[int, typer.Argument(help="The dead letter's id (see `list`).")]) -> None:
+    """Queue a dead letter again."""
+    from adapter.app import build_service
+
+    settings = _settings()
+    _engine(settings)
+    typer.echo(build_service(settings).outbox.redrive(outbox_id))
+
+
+@app.command()
+def replay(reference: Annotated[str, typer.Argument(help="e.g. Appointment/123")]) -> None:
+    """Re-read a resource from the EHR and decide again (after fixing a mapping or a setting).
+
+    Messages already sent are not sent again: their natural keys are still in the outbox.
+    """
+    from adapter.models import OutboxMessage, ResourceState
+
+    settings = _settings()
+    engine = _engine(settings)
+    resource_type, _, resource_id = reference.partition("/")
+    if not resource_id:
+        typer.secho("give a reference such as Appointment/123", fg="red", err=True)
+        raise typer.Exit(2)
+    with Session(engine) as session:
+        session.exec(delete(OutboxMessage).where(  # type: ignore[call-overload]
+            col(OutboxMessage.resource_ref) == reference, col(OutboxMessage.state) == "dead",
+            col(OutboxMessage.payload).is_(None)))
+        session.exec(delete(ResourceState).where(  # type: ignore[call-overload]
+            col(ResourceState.resource_type) == resource_type, col(ResourceState.resource_id) == resource_id))
+        session.commit()
+    decision = asyncio.run(_replay(settings, resource_type, resource_id))
+    typer.echo(f"queued {len(decision.queued)}, skipped {decision.skipped}, blocked {decision.blocked}")
+
+
+async def _replay(settings: Settings, resource_type: str, resource_id: str):  # type: ignore[no-untyped-def]
+    from adapter.app import build_service, start, stop
+
+    service = build_service(settings)
+    await start(service)
+    try:
+        assert service.fhir is not None and service.pipeline is not None
+        resource = await service.fhir.read(resource_type, resource_id)
+        return await service.pipeline.handle_resource(resource)
+    finally:
+        await stop(service)
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as error:  # raised while reading a settings file
+        typer.secho(str(error), fg="red", err=True)
+        sys.exit(2)

@@ -1,0 +1,97 @@
+"""Database access: one engine per process, sessions, migrations, and the clock.
+
+SQLite (a file, the default) runs one instance; PostgreSQL runs several, which claim work with
+``FOR UPDATE SKIP LOCKED`` (see :mod:`adapter.outbox`). Times are aware UTC datetimes; SQLModel's
+``UTCDateTime`` column type stores them as UTC on both databases and refuses naive values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class RowSink(Protocol):
+    """Where new rows go: a Session, or a list that is added to one only if the step succeeds."""
+
+    def add(self, instance: Any) -> None: ...
+
+
+def utcnow() -> datetime:
+    """Aware UTC now: the one clock every table uses."""
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned per database: SQLite gets WAL and a busy timeout so the HTTP threads and
+    the pipeline can share the file; PostgreSQL gets a pool sized for both."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Brings the schema to the latest migration (idempotent; safe at every start-up)."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session whose work commits on success and rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> int:
+    """Inserts rows, silently skipping those whose unique ``key`` already exists; returns how many
+    were new. This is what makes every intake idempotent on both databases."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(table).on_conflict_do_nothing(index_elements=[key])
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
+    result = session.execute(statement.returning(table.c[key]), rows)
+    return len(result.all())

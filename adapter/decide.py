@@ -1,0 +1,220 @@
+"""Decide: turn one EHR resource version into messages, skips or nothing.
+
+A handler that reads like a recipe (cosmicpython): guard clauses, resolve, map, act, record.
+
+1. The resource is re-read from the EHR by the caller — never trusted from a notification.
+2. A version already processed is a no-op (``resource_state``).
+3. Rules fire on *transitions* (status entering a set), so a booked appointment notifies once
+   per booking, and a report once per report (or per release, by setting).
+4. For each firing rule: patient → mobile number → opt-in → language → render (typed, allow-listed
+   parameters only) → PHI guard → outbox. Every "no" is recorded as a skip with its reason.
+
+All database effects of one version happen in one transaction, with the inbox event marked done.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ehr.patient import mobile_number, patient_reference, preferred_language
+from mappings.phi_guard import PhiLeakError, check, identifying_strings
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from adapter.action_tokens import mint_action_token
+from adapter.consent import ConsentSource
+from adapter.db import transaction, utcnow
+from adapter.inbox import InboxStore
+from adapter.models import NotificationSkip, ResourceState
+from adapter.outbox import OutboxStore
+from mappings.render import RenderContext, RenderError, render
+from mappings.rules import Rule, RuleSet
+from portal_links.store import LinkStore
+from whatsapp.catalogue import TemplateCatalogue
+
+log = logging.getLogger(__name__)
+RELEASE_STATUSES = frozenset({"amended", "corrected", "appended"})
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    profile: str
+    zone: ZoneInfo
+    site_labels: dict[str, str]
+    default_site_label: str
+    default_language: str
+    default_phone_region: str
+    report_policy: str  # once | every_release
+
+
+@dataclass
+class Decision:
+    """What one version produced (for logs, tests and the benchmark)."""
+
+    resource_ref: str
+    duplicate: bool = False
+    queued: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+
+def resource_ref(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def version_of(resource: dict[str, Any]) -> str | None:
+    meta = resource.get("meta") or {}
+    version = meta.get("versionId")
+    return str(version) if version is not None else None
+
+
+class Decider:
+    def __init__(self, engine: Engine, rules: RuleSet, catalogue: TemplateCatalogue, consent: ConsentSource,
+                 outbox: OutboxStore, links: LinkStore, config: DecideConfig) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.catalogue = catalogue
+        self.consent = consent
+        self.outbox = outbox
+        self.links = links
+        self.config = config
+
+    # --- read-only pre-checks, so the EHR is not asked for a patient we will not need
+
+    def already_processed(self, resource: dict[str, Any]) -> bool:
+        version = version_of(resource)
+        if version is None:
+            return False
+        with Session(self.engine) as session:
+            state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
+            return state is not None and state.version_id == version
+
+    def firing_rules(self, resource: dict[str, Any], previous_status: str | None = None,
+                     previous_version: str | None = None) -> list[Rule]:
+        status = resource.get("status")
+        fired = []
+        for rule in self.rules.for_resource(str(resource.get("resourceType"))):
+            if status not in rule.statuses:
+                continue
+            entering = previous_status not in rule.statuses
+            re_release = (self._repeat(rule) == "every_release" and status in RELEASE_STATUSES
+                          and previous_version != version_of(resource))
+            if entering or re_release:
+                fired.append(rule)
+        return fired
+
+    def previous(self, resource: dict[str, Any]) -> tuple[str | None, str | None]:
+        with Session(self.engine) as session:
+            state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
+            return (state.status, state.version_id) if state else (None, None)
+
+    # --- the transactional step
+
+    def record(self, resource: dict[str, Any], patient: dict[str, Any] | None,
+               inbox_event_id: int | None = None) -> Decision:
+        """Applies one version: outbox rows, skips, resource state and inbox, in one transaction."""
+        ref, version = resource_ref(resource), version_of(resource)
+        decision = Decision(resource_ref=ref)
+        with transaction(self.engine) as session:
+            state = session.exec(
+                select(ResourceState)
+                .where(col(ResourceState.resource_type) == resource["resourceType"],
+                       col(ResourceState.resource_id) == resource["id"])
+                .with_for_update()
+            ).first()
+            if state is not None and version is not None and state.version_id == version:
+                decision.duplicate = True
+            else:
+                previous_status = state.status if state else None
+                previous_version = state.version_id if state else None
+                for rule in self.firing_rules(resource, previous_status, previous_version):
+                    self._apply_rule(session, rule, resource, patient, decision)
+                state = state or ResourceState(resource_type=resource["resourceType"], resource_id=resource["id"],
+                                               processed_at=utcnow())
+                state.version_id, state.status = version, resource.get("status")
+                state.last_updated = (resource.get("meta") or {}).get("lastUpdated")
+                state.processed_at = utcnow()
+                session.add(state)
+            if inbox_event_id is not None:
+                InboxStore.mark_done(session, inbox_event_id)
+        return decision
+
+    def _repeat(self, rule: Rule) -> str:
+        return rule.repeat or self.config.report_policy
+
+    def _natural_key(self, rule: Rule, resource: dict[str, Any]) -> str:
+        ref = resource_ref(resource)
+        if rule.resource_type == "DiagnosticReport" and self._repeat(rule) == "once":
+            return f"{rule.id}:{ref}"
+        return f"{rule.id}:{ref}/_history/{version_of(resource)}"
+
+    def _skip(self, session: Session, rule: Rule, resource: dict[str, Any], patient_ref: str | None,
+              reason: str, decision: Decision) -> None:
+        session.add(NotificationSkip(rule_id=rule.id, resource_ref=resource_ref(resource),
+                                     version_id=version_of(resource), patient_ref=patient_ref, reason=reason,
+                                     created_at=utcnow()))
+        decision.skipped.append((rule.id, reason))
+
+    def _apply_rule(self, session: Session, rule: Rule, resource: dict[str, Any],
+                    patient: dict[str, Any] | None, decision: Decision) -> None:
+        patient_ref = patient_reference(resource)
+        if patient_ref is None:
+            return self._skip(session, rule, resource, None, "no_patient_reference", decision)
+        if patient is None:
+            return self._skip(session, rule, resource, patient_ref, "patient_not_found", decision)
+        contact = mobile_number(patient, self.config.default_phone_region)
+        if contact.e164 is None:
+            return self._skip(session, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
+        if not self.consent.may_message(session, patient_ref):
+            return self._skip(session, rule, resource, patient_ref, "no_opt_in", decision)
+        template_name = rule.template_for(self.config.profile)
+        language = preferred_language(patient, self.catalogue.languages(template_name),
+                                      self.config.default_language)
+        ref, version = resource_ref(resource), version_of(resource)
+        minted: list[Any] = []  # token rows join the session only if the message is queued
+        context = RenderContext(
+            language=language,
+            profile=self.config.profile,
+            zone=self.config.zone,
+            site_labels=self.config.site_labels,
+            default_site_label=self.config.default_site_label,
+            mint_link=lambda target: self.links.mint(_ListSink(minted), purpose=rule.id, target=target,
+                                                     patient_ref=patient_ref, resource_ref=ref),
+            mint_action=lambda action: mint_action_token(_ListSink(minted), action=action, patient_ref=patient_ref,
+                                                         resource_ref=ref, version_id=version),
+        )
+        key = self._natural_key(rule, resource)
+        try:
+            template = render(rule, resource, context)
+            check(template, identifying_strings(resource, patient))
+        except RenderError as error:
+            return self._skip(session, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
+        except PhiLeakError as leak:
+            log.error("PHI guard blocked a message: rule=%s resource=%s field=%s category=%s",
+                      rule.id, ref, leak.field_path, leak.category)
+            self.outbox.dead_on_arrival(session, natural_key=key, rule_id=rule.id, resource_ref=ref,
+                                        patient_ref=patient_ref,
+                                        reason=f"phi_guard:{leak.category}:{leak.field_path}")
+            decision.blocked.append(rule.id)
+            return None
+        session.add_all(minted)
+        if self.outbox.enqueue(session, natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
+                               recipient=contact.e164, template=template, due_at=self._due()):
+            decision.queued.append(key)
+        return None
+
+    @staticmethod
+    def _due() -> datetime:
+        return utcnow()
+
+
+class _ListSink:
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def add(self, instance: Any) -> None:
+        self.rows.append(instance)

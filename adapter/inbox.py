@@ -1,0 +1,86 @@
+"""The inbox: EHR notifications stored durably before they are acknowledged, then claimed and
+processed by the pipeline. A repeat (same resource version) is dropped at insert time; a repeat
+without a version is dropped later, when the re-read version turns out to be processed already.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, or_, select
+
+from adapter.db import insert_ignoring_duplicates, transaction, utcnow
+from adapter.models import InboxEvent
+from ehr.notifications import IncomingNotification
+
+LEASE = timedelta(minutes=5)
+
+
+def dedupe_key(item: IncomingNotification) -> str:
+    if item.kind == "resource" and item.version_id:
+        return f"{item.resource_type}/{item.resource_id}/_history/{item.version_id}"
+    # No version to dedupe on: keep every delivery; the version check after the re-read dedupes.
+    target = f"{item.resource_type}/{item.resource_id}" if item.kind == "resource" else "ping"
+    return f"{item.subscription_key}:{target}:{uuid.uuid4().hex}"
+
+
+class InboxStore:
+    """Implements :class:`ehr.notifications.NotificationSink` on the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def accept(self, items: list[IncomingNotification]) -> int:
+        now = utcnow()
+        rows = [
+            {"dedupe_key": dedupe_key(item), "kind": item.kind, "subscription_key": item.subscription_key,
+             "resource_type": item.resource_type, "resource_id": item.resource_id,
+             "version_id": item.version_id, "state": "pending", "attempts": 0, "next_attempt_at": now,
+             "received_at": now}
+            for item in items
+        ]
+        with transaction(self.engine) as session:
+            return insert_ignoring_duplicates(session, InboxEvent.__table__, rows, "dedupe_key")
+
+    def claim(self, limit: int, now: datetime | None = None) -> list[InboxEvent]:
+        """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others)."""
+        now = now or utcnow()
+        with transaction(self.engine) as session:
+            events = list(session.exec(
+                select(InboxEvent)
+                .where(col(InboxEvent.state) == "pending", col(InboxEvent.next_attempt_at) <= now,
+                       or_(col(InboxEvent.lease_until).is_(None), col(InboxEvent.lease_until) < now))
+                .order_by(col(InboxEvent.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ))
+            for event in events:
+                event.lease_until = now + LEASE
+                event.attempts += 1
+                session.add(event)
+            return events
+
+    @staticmethod
+    def mark_done(session: Session, event_id: int) -> None:
+        event = session.get(InboxEvent, event_id)
+        if event is not None:
+            event.state, event.processed_at, event.lease_until = "done", utcnow(), None
+            session.add(event)
+
+    def retry_later(self, event_id: int, error: str, delay: timedelta, max_attempts: int) -> None:
+        with transaction(self.engine) as session:
+            event = session.get(InboxEvent, event_id)
+            if event is None:
+                return
+            event.last_error, event.lease_until = error[:200], None
+            if event.attempts >= max_attempts:
+                event.state = "dead"
+            else:
+                event.next_attempt_at = utcnow() + delay
+            session.add(event)
+
+    def pending_count(self) -> int:
+        with Session(self.engine) as session:
+            return len(list(session.exec(select(InboxEvent.id).where(col(InboxEvent.state) == "pending"))))

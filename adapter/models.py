@@ -1,0 +1,198 @@
+"""The service's tables (SQLModel). Every schema change is an Alembic migration in
+``adapter/migrations``; this module is the model the migrations are checked against.
+
+No table holds a FHIR payload, a patient name or a phone number in clear text: the inbox keeps
+references only, the outbox keeps the PHI-free template object and the recipient encrypted
+(:mod:`adapter.crypto`), token tables keep SHA-256 hashes of tokens.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class InboxEvent(SQLModel, table=True):
+    """A change the EHR reported, stored before the EHR gets its 200 (at-least-once in)."""
+
+    __tablename__ = "inbox_event"
+    __table_args__ = (Index("ix_inbox_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_column=Column(String(400), nullable=False, unique=True))
+    kind: str = Field(max_length=16)  # ping | resource
+    subscription_key: str = Field(max_length=64)
+    resource_type: str | None = Field(default=None, max_length=64)
+    resource_id: str | None = Field(default=None, max_length=128)
+    version_id: str | None = Field(default=None, max_length=64)
+    state: str = Field(default="pending", max_length=16)  # pending | done | dead
+    attempts: int = 0
+    next_attempt_at: datetime
+    lease_until: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=200)
+    received_at: datetime
+    processed_at: datetime | None = None
+
+
+class ResourceState(SQLModel, table=True):
+    """The last version of each EHR resource we acted on, and its status then.
+
+    It makes processing idempotent (a version already processed is a no-op) and turns statuses
+    into transitions ("entered booked"), which is what the rules fire on.
+    """
+
+    __tablename__ = "resource_state"
+
+    resource_type: str = Field(primary_key=True, max_length=64)
+    resource_id: str = Field(primary_key=True, max_length=128)
+    version_id: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, max_length=32)
+    last_updated: str | None = Field(default=None, max_length=40)
+    processed_at: datetime
+
+
+class FeedWatermark(SQLModel, table=True):
+    """Per subscription: the EHR's ``meta.lastUpdated`` up to which a ping query has looked."""
+
+    __tablename__ = "feed_watermark"
+
+    subscription_key: str = Field(primary_key=True, max_length=64)
+    last_updated: str = Field(max_length=40)
+
+
+class ConsentRecord(SQLModel, table=True):
+    """The local opt-in registry, keyed by the patient's FHIR reference."""
+
+    __tablename__ = "consent"
+
+    patient_ref: str = Field(primary_key=True, max_length=200)
+    status: str = Field(max_length=16)  # opted_in | opted_out
+    source: str = Field(max_length=32)  # admin | chat | import
+    changed_at: datetime
+
+
+class NotificationSkip(SQLModel, table=True):
+    """A notification a rule wanted but the service did not send, and why (operators list these)."""
+
+    __tablename__ = "notification_skip"
+    __table_args__ = (UniqueConstraint("rule_id", "resource_ref", "version_id", "reason"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule_id: str = Field(max_length=100)
+    resource_ref: str = Field(max_length=200)
+    version_id: str | None = Field(default=None, max_length=64)
+    patient_ref: str | None = Field(default=None, max_length=200)
+    reason: str = Field(max_length=64)
+    created_at: datetime
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One WhatsApp message to send: the natural key makes it effectively-once.
+
+    ``state``: queued → sending → sent, or dead (a visible dead letter, re-drivable). A retry puts
+    the row back to queued with a later ``due_at``. ``delivery_status`` follows Meta's statuses.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    natural_key: str = Field(sa_column=Column(String(300), nullable=False, unique=True))
+    rule_id: str = Field(max_length=100)
+    resource_ref: str = Field(max_length=200)
+    patient_ref: str = Field(max_length=200)
+    recipient_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON, PHI-free
+    state: str = Field(default="queued", max_length=16)
+    due_at: datetime
+    attempts: int = 0
+    lease_until: datetime | None = None
+    wamid: str | None = Field(default=None, sa_column=Column(String(128), nullable=True, unique=True))
+    delivery_status: str | None = Field(default=None, max_length=16)
+    delivery_status_ts: int | None = None
+    last_error_code: int | None = None
+    last_error_class: str | None = Field(default=None, max_length=64)
+    dead_reason: str | None = Field(default=None, max_length=200)
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None = None
+
+
+class SendAttempt(SQLModel, table=True):
+    """Each call to the Cloud API, recorded before the call (there is no idempotency key)."""
+
+    __tablename__ = "send_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int = Field(foreign_key="outbox.id", index=True)
+    attempt_no: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: str = Field(default="started", max_length=16)  # started | sent | retry | ambiguous | dead
+    error_code: int | None = None
+    error_class: str | None = Field(default=None, max_length=64)
+
+
+class LinkToken(SQLModel, table=True):
+    """State a portal-link signature cannot carry; found by the token's SHA-256, never the token."""
+
+    __tablename__ = "link_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
+    purpose: str = Field(max_length=32)
+    target: str = Field(max_length=32)
+    patient_ref: str = Field(max_length=200)
+    resource_ref: str = Field(max_length=200)
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    max_opens: int = 5
+    opens: int = 0
+
+
+class ActionToken(SQLModel, table=True):
+    """A quick-reply payload: resolves to patient, resource, its version at send time, and action."""
+
+    __tablename__ = "action_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
+    action: str = Field(max_length=32)
+    patient_ref: str = Field(max_length=200)
+    resource_ref: str = Field(max_length=200)
+    version_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class WhatsAppStatus(SQLModel, table=True):
+    """A status webhook, stored once per (message id, status) so a repeat has no second effect."""
+
+    __tablename__ = "wa_status"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    wamid: str = Field(max_length=128, index=True)
+    status: str = Field(max_length=16)
+    meta_timestamp: int
+    callback_data: str | None = Field(default=None, max_length=512)
+    error_code: int | None = None
+    pricing: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    received_at: datetime
+
+
+class InboundMessage(SQLModel, table=True):
+    """An inbound WhatsApp message id, stored for dedupe; its content is handled by later features."""
+
+    __tablename__ = "wa_inbound"
+
+    id: int | None = Field(default=None, primary_key=True)
+    wamid: str = Field(sa_column=Column(String(128), nullable=False, unique=True))
+    message_type: str = Field(max_length=32)
+    meta_timestamp: int
+    received_at: datetime
+    state: str = Field(default="pending", max_length=16)

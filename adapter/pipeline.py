@@ -1,0 +1,179 @@
+"""The pipeline loop: inbox → decide → outbox → dispatch, ticking on the database's clock.
+
+The database holds all state (DESIGN.md: "the database is the clock"); this loop only wakes up —
+at once when the intake stored something, otherwise every ``tick_seconds`` — claims due work and
+hands it on. A restart loses nothing: unclaimed rows wait, leased rows return when their lease
+expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from ehr.patient import patient_reference
+from sqlalchemy.engine import Engine
+
+from adapter.db import transaction, utcnow
+from adapter.decide import Decider, Decision, resource_ref
+from adapter.dispatch import Dispatcher
+from adapter.inbox import InboxStore
+from adapter.models import FeedWatermark, InboxEvent
+from ehr.client import FhirClient
+from ehr.errors import FhirError, FhirNotFoundError
+from ehr.notifications import IncomingNotification
+from ehr.subscriptions import SubscriptionSpec
+
+log = logging.getLogger(__name__)
+PING_LOOKBACK = timedelta(hours=1)
+INBOX_MAX_ATTEMPTS = 20
+
+
+class Pipeline:
+    def __init__(self, engine: Engine, inbox: InboxStore, decider: Decider, fhir: FhirClient,
+                 dispatcher: Dispatcher, specs: Mapping[str, SubscriptionSpec], *, tick_seconds: float,
+                 inbox_batch: int = 100, concurrency: int = 16) -> None:
+        self.engine = engine
+        self.inbox = inbox
+        self.decider = decider
+        self.fhir = fhir
+        self.dispatcher = dispatcher
+        self.specs = specs
+        self.tick_seconds = tick_seconds
+        self.inbox_batch = inbox_batch
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- waking up (thread-safe: the intake runs in a worker thread)
+
+    def wake(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def accept(self, items: list[IncomingNotification]) -> int:
+        """The intake's sink: store durably, then wake the loop."""
+        stored = self.inbox.accept(items)
+        if stored:
+            self.wake()
+        return stored
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                worked = await self.process_inbox_once()
+                worked += await self.dispatcher.run_once()
+            except Exception:
+                # A bug or a database outage must not kill the loop; it retries next tick.
+                log.exception("pipeline tick failed")
+                worked = 0
+            if worked:
+                continue
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=self.tick_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    # --- inbox
+
+    async def process_inbox_once(self) -> int:
+        events = await asyncio.to_thread(self.inbox.claim, self.inbox_batch)
+        if events:
+            await asyncio.gather(*(self._process(event) for event in events))
+        return len(events)
+
+    async def _process(self, event: InboxEvent) -> None:
+        async with self._slots:
+            try:
+                if event.kind == "ping":
+                    await self._handle_ping(event)
+                else:
+                    await self._handle_reference(event)
+            except FhirError as error:
+                delay = timedelta(seconds=min(300, 2 ** min(event.attempts, 8)))
+                log.warning("inbox event %s: EHR call failed (%s), retry in %ss", event.id,
+                            type(error).__name__, int(delay.total_seconds()))
+                await asyncio.to_thread(self.inbox.retry_later, event.id or 0, type(error).__name__, delay,
+                                        INBOX_MAX_ATTEMPTS)
+            except Exception as error:
+                log.exception("inbox event %s failed", event.id)
+                await asyncio.to_thread(self.inbox.retry_later, event.id or 0, type(error).__name__,
+                                        timedelta(seconds=60), INBOX_MAX_ATTEMPTS)
+
+    async def _handle_reference(self, event: InboxEvent) -> None:
+        try:
+            resource = await self.fhir.read(str(event.resource_type), str(event.resource_id))
+        except FhirNotFoundError:
+            resource = None  # deleted since: nothing to tell anyone
+        if resource is None:
+            await asyncio.to_thread(self._finish, event.id or 0)
+            return
+        await self.handle_resource(resource, event.id)
+
+    async def handle_resource(self, resource: dict[str, Any], inbox_event_id: int | None = None) -> Decision:
+        """Acts on the current version of a resource read from the EHR."""
+        if await asyncio.to_thread(self.decider.already_processed, resource):
+            if inbox_event_id is not None:
+                await asyncio.to_thread(self._finish, inbox_event_id)
+            return Decision(resource_ref=resource_ref(resource), duplicate=True)
+        previous_status, previous_version = await asyncio.to_thread(self.decider.previous, resource)
+        patient = None
+        if self.decider.firing_rules(resource, previous_status, previous_version):
+            reference = patient_reference(resource)
+            if reference is not None:
+                patient = await self._read_patient(reference)
+        decision = await asyncio.to_thread(self.decider.record, resource, patient, inbox_event_id)
+        if decision.queued:
+            self.wake()
+        return decision
+
+    async def _read_patient(self, reference: str) -> dict[str, Any] | None:
+        resource_type, _, resource_id = reference.partition("/")
+        try:
+            return await self.fhir.read(resource_type, resource_id)
+        except FhirNotFoundError:
+            return None
+
+    def _finish(self, event_id: int) -> None:
+        with transaction(self.engine) as session:
+            InboxStore.mark_done(session, event_id)
+
+    # --- pings: "something changed", so ask what
+
+    async def _handle_ping(self, event: InboxEvent) -> None:
+        spec = self.specs.get(event.subscription_key)
+        if spec is None:
+            await asyncio.to_thread(self._finish, event.id or 0)
+            return
+        resource_type = spec.criteria.split("?", 1)[0]
+        since = await asyncio.to_thread(self._watermark, event.subscription_key)
+        found = await self.fhir.search(resource_type, [("_lastUpdated", f"ge{since}"), ("_sort", "_lastUpdated")])
+        newest = since
+        for resource in found:
+            await self.handle_resource(resource)
+            newest = max(newest, str((resource.get("meta") or {}).get("lastUpdated") or newest))
+        await asyncio.to_thread(self._advance, event.subscription_key, newest, event.id or 0)
+
+    def _watermark(self, key: str) -> str:
+        with transaction(self.engine) as session:
+            mark = session.get(FeedWatermark, key)
+            if mark is not None:
+                return mark.last_updated
+        return _fhir_instant(utcnow() - PING_LOOKBACK)
+
+    def _advance(self, key: str, newest: str, event_id: int) -> None:
+        # Equal timestamps are re-read next time (``ge``); the version check makes that a no-op.
+        with transaction(self.engine) as session:
+            mark = session.get(FeedWatermark, key) or FeedWatermark(subscription_key=key, last_updated=newest)
+            mark.last_updated = max(mark.last_updated, newest)
+            session.add(mark)
+            InboxStore.mark_done(session, event_id)
+
+
+def _fhir_instant(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
