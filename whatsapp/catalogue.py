@@ -77,7 +77,9 @@ def parse_template(raw: dict[str, Any], *, source: str = "<template>") -> Templa
         components = list(raw["components"])
     except (KeyError, TypeError) as exc:
         raise CatalogueError(f"{source}: a template needs name, language and components") from exc
-    body_text, body_params, header_params = "", (), ()
+    body_text = ""
+    body_params: tuple[str, ...] = ()
+    header_params: tuple[str, ...] = ()
     buttons: list[ButtonShape] = []
     for component in components:
         kind = str(component.get("type", "")).upper()
