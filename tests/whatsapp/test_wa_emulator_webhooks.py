@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -76,8 +77,12 @@ async def test_failed_delivery_is_retried(receiver: Receiver, start_emulator: Ca
         result = await sender.send(template_payload())
     await receiver.wait_for(3)
     assert receiver.received[0][1] == receiver.received[2][1]  # the same signed bytes each time
-    deliveries = (await call("GET", f"{emulator.base_url}/_emulator/webhooks?message_id={result.message_id}"))
-    [record] = deliveries["deliveries"]
+    for _ in range(50):  # the emulator records the third outcome just after the receiver saw it
+        deliveries = await call("GET", f"{emulator.base_url}/_emulator/webhooks?message_id={result.message_id}")
+        [record] = deliveries["deliveries"]
+        if record["delivered"]:
+            break
+        await asyncio.sleep(0.05)
     assert [a["http_status"] for a in record["attempts"]] == [500, 503, 200]
     assert record["delivered"] is True and record["label"] == "sent"
 
