@@ -231,10 +231,10 @@ def replay(reference: Annotated[str, typer.Argument(help="e.g. Appointment/123")
         typer.secho("give a reference such as Appointment/123", fg="red", err=True)
         raise typer.Exit(2)
     with Session(engine) as session:
-        session.exec(delete(OutboxMessage).where(  # type: ignore[call-overload]
+        session.exec(delete(OutboxMessage).where(
             col(OutboxMessage.resource_ref) == reference, col(OutboxMessage.state) == "dead",
             col(OutboxMessage.payload).is_(None)))
-        session.exec(delete(ResourceState).where(  # type: ignore[call-overload]
+        session.exec(delete(ResourceState).where(
             col(ResourceState.resource_type) == resource_type, col(ResourceState.resource_id) == resource_id))
         session.commit()
     decision = asyncio.run(_replay(settings, resource_type, resource_id))

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -79,11 +79,17 @@ def transaction(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> int:
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table behind a SQLModel class (for bulk statements)."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
+def insert_ignoring_duplicates(session: Session, model: type[SQLModel], rows: list[dict[str, Any]], key: str) -> int:
     """Inserts rows, silently skipping those whose unique ``key`` already exists; returns how many
     were new. This is what makes every intake idempotent on both databases."""
     if not rows:
         return 0
+    table = table_of(model)
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert

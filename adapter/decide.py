@@ -20,8 +20,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ehr.patient import mobile_number, patient_reference, preferred_language
-from mappings.phi_guard import PhiLeakError, check, identifying_strings
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -31,6 +29,9 @@ from adapter.db import transaction, utcnow
 from adapter.inbox import InboxStore
 from adapter.models import NotificationSkip, ResourceState
 from adapter.outbox import OutboxStore
+from ehr.patient import mobile_number, patient_reference, preferred_language
+from mappings.phi_guard import PhiLeakError, check, identifying_strings
+from mappings.policy import PhiProfile
 from mappings.render import RenderContext, RenderError, render
 from mappings.rules import Rule, RuleSet
 from portal_links.store import LinkStore
@@ -42,7 +43,7 @@ RELEASE_STATUSES = frozenset({"amended", "corrected", "appended"})
 
 @dataclass(frozen=True)
 class DecideConfig:
-    profile: str
+    profile: PhiProfile
     zone: ZoneInfo
     site_labels: dict[str, str]
     default_site_label: str
@@ -171,8 +172,7 @@ class Decider:
             return self._skip(session, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
         if not self.consent.may_message(session, patient_ref):
             return self._skip(session, rule, resource, patient_ref, "no_opt_in", decision)
-        template_name = rule.template_for(self.config.profile)
-        language = preferred_language(patient, self.catalogue.languages(template_name),
+        language = preferred_language(patient, rule.languages_for(self.config.profile),
                                       self.config.default_language)
         ref, version = resource_ref(resource), version_of(resource)
         minted: list[Any] = []  # token rows join the session only if the message is queued
@@ -190,7 +190,7 @@ class Decider:
         key = self._natural_key(rule, resource)
         try:
             template = render(rule, resource, context)
-            check(template, identifying_strings(resource, patient))
+            check(template, identifying_strings(resource, patient), public=context.public_labels)
         except RenderError as error:
             return self._skip(session, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
         except PhiLeakError as leak:

@@ -42,7 +42,7 @@ class InboxStore:
             for item in items
         ]
         with transaction(self.engine) as session:
-            return insert_ignoring_duplicates(session, InboxEvent.__table__, rows, "dedupe_key")
+            return insert_ignoring_duplicates(session, InboxEvent, rows, "dedupe_key")
 
     def claim(self, limit: int, now: datetime | None = None) -> list[InboxEvent]:
         """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others)."""

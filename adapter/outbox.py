@@ -75,7 +75,7 @@ class OutboxStore:
                "recipient_enc": self.cipher.encrypt(recipient, context=recipient_context(natural_key)),
                "payload": json.dumps({"type": "template", "template": template}, separators=(",", ":")),
                "state": "queued", "due_at": due_at, "attempts": 0, "created_at": now, "updated_at": now}
-        return insert_ignoring_duplicates(session, OutboxMessage.__table__, [row], "natural_key") == 1
+        return insert_ignoring_duplicates(session, OutboxMessage, [row], "natural_key") == 1
 
     @staticmethod
     def dead_on_arrival(session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
@@ -86,7 +86,7 @@ class OutboxStore:
         row = {"natural_key": natural_key, "rule_id": rule_id, "resource_ref": resource_ref,
                "patient_ref": patient_ref, "recipient_enc": None, "payload": None, "state": "dead",
                "dead_reason": reason[:200], "due_at": now, "attempts": 0, "created_at": now, "updated_at": now}
-        return insert_ignoring_duplicates(session, OutboxMessage.__table__, [row], "natural_key") == 1
+        return insert_ignoring_duplicates(session, OutboxMessage, [row], "natural_key") == 1
 
     # --- dispatching
 

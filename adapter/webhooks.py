@@ -41,13 +41,13 @@ def apply_batch(engine: Engine, outbox: OutboxStore, batch: WebhookBatch) -> int
              "pricing": json.dumps(s.pricing) if s.pricing else None, "received_at": now}
             for s in batch.statuses
         ]
-        new_statuses = insert_ignoring_duplicates(session, WhatsAppStatus.__table__, status_rows, "dedupe_key")
+        new_statuses = insert_ignoring_duplicates(session, WhatsAppStatus, status_rows, "dedupe_key")
         message_rows = [
             {"wamid": m.message_id, "message_type": m.type, "meta_timestamp": m.timestamp,
              "received_at": now, "state": "pending"}
             for m in batch.messages
         ]
-        new_messages = insert_ignoring_duplicates(session, InboundMessage.__table__, message_rows, "wamid")
+        new_messages = insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid")
         for status in batch.statuses:
             _apply_status(session, outbox, status)
     return new_statuses + new_messages

@@ -1,0 +1,273 @@
+"""An async client for the FHIR R4 RESTful API, kept light for the hot path.
+
+Implements the interactions of https://hl7.org/fhir/R4/http.html that the bridge uses: read,
+vread, search (following ``next`` links, https://hl7.org/fhir/R4/search.html#paging), create,
+update (with ``If-Match`` for version-aware writes, https://hl7.org/fhir/R4/http.html#concurrency),
+delete and capabilities. Resources travel as plain dicts: no model validation on reads (it costs
+~30x a ``json.loads``); validate what you write before calling :meth:`FhirClient.create`.
+
+Every call has a timeout and raises a typed :mod:`ehr.errors` exception on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ehr.auth import FhirAuth
+from ehr.errors import (
+    FhirInvalidResponseError,
+    FhirPagingLimitError,
+    FhirRequestError,
+    FhirUnavailableError,
+    error_for_response,
+)
+
+FHIR_JSON = "application/fhir+json"
+DEFAULT_MAX_PAGES = 50
+# https://hl7.org/fhir/R4/datatypes.html#id; checked so an id can never change the URL's path.
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+Resource = dict[str, Any]
+
+logger = logging.getLogger(__name__)
+
+
+class FhirClient:
+    """One connection pool to one FHIR server. Use as ``async with FhirClient(...) as fhir:``.
+
+    ``transport`` lets tests inject ``httpx.MockTransport``; ``max_pages`` bounds how many
+    search pages :meth:`search` follows before raising :class:`FhirPagingLimitError`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: FhirAuth | None = None,
+        timeout_seconds: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        max_connections: int = 20,
+    ) -> None:
+        if max_pages < 1:
+            raise ValueError("max_pages must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.max_pages = max_pages
+        self._origin = _origin(httpx.URL(self.base_url))
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + "/",
+            auth=auth or FhirAuth.none(),
+            timeout=httpx.Timeout(timeout_seconds),
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"Accept": FHIR_JSON, "User-Agent": "fhir-whatsapp-bridge"},
+            # A redirect would carry our credentials to wherever it points; treat it as a setup error.
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> FhirClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- interactions -------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> Resource:
+        """``GET [base]/[type]/[id]`` (https://hl7.org/fhir/R4/http.html#read)."""
+        path = f"{_checked_type(resource_type, 'read')}/{_checked_id(resource_id, 'read')}"
+        response = await self._send("read", resource_type, "GET", path)
+        return _resource(response, "read", resource_type)
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: str) -> Resource:
+        """``GET [base]/[type]/[id]/_history/[vid]`` (https://hl7.org/fhir/R4/http.html#vread)."""
+        path = (f"{_checked_type(resource_type, 'vread')}/{_checked_id(resource_id, 'vread')}"
+                f"/_history/{_checked_id(version_id, 'vread')}")
+        response = await self._send("vread", resource_type, "GET", path)
+        return _resource(response, "vread", resource_type)
+
+    async def search(
+        self, resource_type: str, params: Sequence[tuple[str, str]] = (), *, max_pages: int | None = None
+    ) -> list[Resource]:
+        """``GET [base]/[type]?params``, following ``next`` links to the last page.
+
+        Returns the resources of every entry except ``search.mode = outcome`` ones (so
+        ``_include``-d resources are returned too). See https://hl7.org/fhir/R4/search.html.
+        """
+        limit = max_pages or self.max_pages
+        url: str = _checked_type(resource_type, "search")
+        query: list[tuple[str, str]] | None = list(params)
+        found: list[Resource] = []
+        for _page in range(limit):
+            response = await self._send("search", resource_type, "GET", url, params=query)
+            bundle = _resource(response, "search", "Bundle")
+            for entry in _list(bundle.get("entry")):
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                mode = _dict(entry.get("search")).get("mode") if isinstance(entry, dict) else None
+                if isinstance(resource, dict) and mode != "outcome":
+                    found.append(resource)
+            next_url = _next_link(bundle)
+            if next_url is None:
+                return found
+            url, query = self._same_origin(next_url, resource_type), None
+        raise FhirPagingLimitError(
+            f"more than {limit} result pages; narrow the search or raise max_pages",
+            operation="search",
+            resource_type=resource_type,
+        )
+
+    async def create(self, resource: Resource) -> Resource:
+        """``POST [base]/[type]`` (https://hl7.org/fhir/R4/http.html#create); returns the stored
+        resource with its server-assigned id and ``meta.versionId``."""
+        resource_type = _checked_type(str(resource.get("resourceType", "")), "create")
+        response = await self._send(
+            "create", resource_type, "POST", resource_type, content=_encode(resource),
+            headers={"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
+        )
+        return await self._written(response, "create", resource_type)
+
+    async def update(self, resource: Resource, if_match: str | None = None) -> Resource:
+        """``PUT [base]/[type]/[id]``; ``if_match`` (a version id ``"3"`` or an ETag ``W/"3"``)
+        makes the server refuse with 412 if someone changed it meanwhile
+        (https://hl7.org/fhir/R4/http.html#update)."""
+        resource_type = _checked_type(str(resource.get("resourceType", "")), "update")
+        path = f"{resource_type}/{_checked_id(str(resource.get('id', '')), 'update')}"
+        headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
+        if if_match is not None:
+            headers["If-Match"] = _etag(if_match)
+        response = await self._send("update", resource_type, "PUT", path, content=_encode(resource),
+                                    headers=headers)
+        return await self._written(response, "update", resource_type)
+
+    async def delete(self, resource_type: str, resource_id: str) -> None:
+        """``DELETE [base]/[type]/[id]`` (https://hl7.org/fhir/R4/http.html#delete)."""
+        path = f"{_checked_type(resource_type, 'delete')}/{_checked_id(resource_id, 'delete')}"
+        await self._send("delete", resource_type, "DELETE", path)
+
+    async def capabilities(self) -> Resource:
+        """``GET [base]/metadata`` (https://hl7.org/fhir/R4/http.html#capabilities)."""
+        response = await self._send("capabilities", None, "GET", "metadata")
+        return _resource(response, "capabilities", "CapabilityStatement")
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _send(
+        self,
+        operation: str,
+        resource_type: str | None,
+        method: str,
+        url: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        started = time.perf_counter()
+        context: dict[str, Any] = {"operation": operation, "resource_type": resource_type}
+        try:
+            response = await self._http.request(
+                method, url, params=None if params is None else httpx.QueryParams(tuple(params)),
+                content=content, headers=headers,
+            )
+        except httpx.TimeoutException as exc:
+            raise FhirUnavailableError("the FHIR server did not answer in time", **context) from exc
+        except httpx.TransportError as exc:
+            raise FhirUnavailableError(f"could not reach the FHIR server ({type(exc).__name__})",
+                                       **context) from exc
+        # Type, status and timing only: never the URL's query, which may hold search values.
+        logger.debug("FHIR %s %s -> %s in %.0f ms", operation, resource_type or "-", response.status_code,
+                     (time.perf_counter() - started) * 1000)
+        if response.is_success:
+            return response
+        raise error_for_response(response, **context)
+
+    async def _written(self, response: httpx.Response, operation: str, resource_type: str) -> Resource:
+        if response.content.strip():
+            return _resource(response, operation, resource_type)
+        # The server ignored Prefer: return=representation; the Location header names the version.
+        location = response.headers.get("Location") or response.headers.get("Content-Location")
+        if not location:
+            raise FhirInvalidResponseError("write succeeded but the server returned neither the "
+                                           "resource nor a Location", operation=operation,
+                                           resource_type=resource_type, status_code=response.status_code)
+        reread = await self._send(operation, resource_type, "GET", self._same_origin(location, resource_type))
+        return _resource(reread, operation, resource_type)
+
+    def _same_origin(self, url: str, resource_type: str | None) -> str:
+        target = httpx.URL(url)
+        if not target.is_absolute_url:
+            return url
+        if _origin(target) != self._origin:
+            # Following it would send our credentials to another host (servers behind proxies
+            # sometimes advertise internal host names); the base URL setting must match.
+            raise FhirInvalidResponseError(
+                "the server linked to another host than fhir_base_url; check that setting",
+                operation="search", resource_type=resource_type,
+            )
+        return url
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default_port = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default_port
+
+
+def _resource(response: httpx.Response, operation: str, expected_type: str) -> Resource:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError) as exc:
+        raise FhirInvalidResponseError("the answer is not JSON", operation=operation,
+                                       resource_type=expected_type, status_code=response.status_code) from exc
+    if not isinstance(body, dict) or body.get("resourceType") != expected_type:
+        raise FhirInvalidResponseError(f"the answer is not a {expected_type}", operation=operation,
+                                       resource_type=expected_type, status_code=response.status_code)
+    return body
+
+
+def _next_link(bundle: Resource) -> str | None:
+    for link in _list(bundle.get("link")):
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None
+
+
+def _checked_type(resource_type: str, operation: str) -> str:
+    if not _TYPE_RE.match(resource_type):
+        raise FhirRequestError("not a FHIR resource type name", operation=operation)
+    return resource_type
+
+
+def _checked_id(value: str, operation: str) -> str:
+    if not _ID_RE.match(value):
+        raise FhirRequestError("not a valid FHIR id", operation=operation, resource_type=None)
+    return value
+
+
+def _etag(version: str) -> str:
+    value = version.strip()
+    return value if value.startswith(('W/"', '"')) else f'W/"{value}"'
+
+
+def _encode(resource: Resource) -> bytes:
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,135 @@
+"""The HTTP endpoint the EHR notifies: ``/ehr/notify/{key}`` for rest-hook Subscriptions.
+
+Serves the rest-hook channel of https://hl7.org/fhir/R4/subscription.html#2.46.7: ``POST
+{endpoint}`` (ping, resource or Bundle) and ``PUT``/``POST {endpoint}/{type}/{id}`` (servers that
+deliver the resource as an update to the endpoint used as a base URL). Request handling, in order:
+
+1. unknown key → 404; no ``Authorization`` → 401; wrong per-key secret → 403
+   (:mod:`ehr.hook_secrets`). All before a byte of the body is read.
+2. ``Content-Length`` over the cap → 413, and the streamed body is capped as it arrives (a
+   chunked request cannot get around it).
+3. :func:`ehr.intake_parsing.parse_notification` turns the body into references or rejects the
+   whole request (400/415/422): nothing is stored unless everything is valid.
+4. The references go to the :class:`~ehr.notifications.NotificationSink` (in a worker thread,
+   sinks are synchronous database code); only after it returned is 200 sent. A failing sink → 503
+   so the EHR retries (at-least-once in; the inbox dedupes).
+
+Every answer is an OperationOutcome (https://hl7.org/fhir/R4/operationoutcome.html) with a
+PHI-free text. The body is never logged or stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Collection
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ehr.hook_secrets import derive_secret, verify_header
+from ehr.intake_parsing import DEFAULT_SUPPORTED_TYPES, NotificationRejected, parse_notification
+from ehr.notifications import IncomingNotification, NotificationSink
+
+NOTIFY_PREFIX = "/ehr/notify"
+FHIR_JSON = "application/fhir+json"
+# Parsing a large Bundle takes milliseconds of CPU; off the event loop it cannot stall other requests.
+_PARSE_IN_THREAD_BYTES = 256 * 1024
+_SINK_RETRY_AFTER_SECONDS = "5"
+
+logger = logging.getLogger(__name__)
+
+
+def build_intake_router(
+    sink: NotificationSink,
+    master_secret: bytes,
+    known_keys: Collection[str],
+    max_body_bytes: int,
+    supported_types: frozenset[str] = DEFAULT_SUPPORTED_TYPES,
+) -> APIRouter:
+    """A router serving ``/ehr/notify/{key}`` and ``/ehr/notify/{key}/{type}/{id}`` for the
+    subscription keys in ``known_keys`` (their secrets are derived from ``master_secret``)."""
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
+    expected_secrets = {key: derive_secret(master_secret, key) for key in known_keys}
+    router = APIRouter(prefix=NOTIFY_PREFIX, tags=["ehr"])
+
+    async def handle(request: Request, key: str, url_type: str | None, url_id: str | None) -> Response:
+        expected = expected_secrets.get(key)
+        if expected is None:
+            return outcome(404, "not-found", "No notification endpoint with this key.")
+        header = request.headers.get("authorization")
+        if header is None:
+            return outcome(401, "login", "Authorization header missing; configure the Subscription's "
+                           "channel.header.", headers={"WWW-Authenticate": 'Bearer realm="ehr-notify"'})
+        if not verify_header(header, expected):
+            return outcome(403, "forbidden", "The notification secret is wrong for this endpoint.")
+        try:
+            body = await _read_capped(request, max_body_bytes)
+            _check_content_type(request, body)
+            parse = functools.partial(parse_notification, body, key=key, url_type=url_type, url_id=url_id,
+                                      supported_types=supported_types)
+            items = await run_in_threadpool(parse) if len(body) > _PARSE_IN_THREAD_BYTES else parse()
+        except NotificationRejected as rejected:
+            logger.info("EHR notification on %s rejected: HTTP %d %s", key, rejected.status, rejected.code)
+            return outcome(rejected.status, rejected.code, rejected.text)
+        return await _store(sink, key, items)
+
+    @router.post("/{key}")
+    async def notify(key: str, request: Request) -> Response:
+        return await handle(request, key, None, None)
+
+    @router.api_route("/{key}/{resource_type}/{resource_id}", methods=["PUT", "POST"])
+    async def notify_resource(key: str, resource_type: str, resource_id: str, request: Request) -> Response:
+        return await handle(request, key, resource_type, resource_id)
+
+    return router
+
+
+async def _store(sink: NotificationSink, key: str, items: list[IncomingNotification]) -> Response:
+    if not items:  # handshake or heartbeat: acknowledged, nothing to keep
+        return outcome(200, "informational", "Notification acknowledged; nothing to store.", "information")
+    try:
+        new = await run_in_threadpool(sink.accept, items)
+    except Exception:
+        # Any sink failure means the items may not be durable: make the EHR send them again.
+        logger.exception("EHR notification on %s: the inbox could not store %d item(s)", key, len(items))
+        return outcome(503, "transient", "Temporarily unable to store the notification; retry later.",
+                       headers={"Retry-After": _SINK_RETRY_AFTER_SECONDS})
+    logger.info("EHR notification on %s: %d item(s), %d new", key, len(items), new)
+    return outcome(200, "informational", f"Accepted {len(items)} notification item(s).", "information")
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise NotificationRejected(400, "structure", "Invalid Content-Length.")
+        if int(declared) > limit:
+            raise NotificationRejected(413, "too-costly", f"Notification body over {limit} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:  # chunked transfer, or a Content-Length that lied
+            raise NotificationRejected(413, "too-costly", f"Notification body over {limit} bytes.")
+    return bytes(body)
+
+
+def _check_content_type(request: Request, body: bytes) -> None:
+    content_type = request.headers.get("content-type", "").lower()
+    # An empty body (ping) may carry any content type; a body must be FHIR JSON (R4 http.html#mime-type).
+    if body.strip() and content_type and "json" not in content_type:
+        raise NotificationRejected(415, "not-supported", "Send notifications as application/fhir+json.")
+
+
+def outcome(
+    status: int, code: str, text: str, severity: str = "error", headers: dict[str, str] | None = None
+) -> Response:
+    """An OperationOutcome response with one issue."""
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": text}],
+    }
+    return Response(json.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)

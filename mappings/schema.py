@@ -1,0 +1,67 @@
+"""The shape of a rule file (``mappings/rules/*.yaml``), as pydantic models that refuse unknown fields.
+
+Only the *shape* is checked here; what needs outside knowledge (FHIR status codes, FHIRPath,
+the template catalogue, the PHI profile) is checked in :mod:`mappings.rules`. The format is
+documented for integration engineers in ``mappings/README.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mappings import kinds
+from mappings.kinds import BodyParam, ButtonParam
+
+ResourceType = Literal["Appointment", "DiagnosticReport"]
+Repeat = Literal["once", "every_release"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WhenSpec(_Strict):
+    """When the rule fires: a change of the resource's status *into* one of these codes."""
+
+    status_enters: list[str] = Field(min_length=1)
+
+
+class TemplateSpec(_Strict):
+    """The template per PHI profile; ``strict`` is the alternative for the ``strict`` profile."""
+
+    default: str = Field(min_length=1)
+    strict: str | None = Field(None, min_length=1)
+
+
+class RuleSpec(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    resource: ResourceType
+    when: WhenSpec
+    repeat: Repeat | None = None
+    template: TemplateSpec
+    body: list[BodyParam] = Field(default_factory=list)
+    buttons: list[ButtonParam] = Field(default_factory=list)
+
+
+class RuleFile(_Strict):
+    rules: list[RuleSpec] = Field(min_length=1)
+
+
+# Which fields each part of the file accepts, for "unknown field" messages.
+FIELDS_BY_PART: dict[str, tuple[str, ...]] = {
+    "file": tuple(RuleFile.model_fields),
+    "rule": tuple(RuleSpec.model_fields),
+    "when": tuple(WhenSpec.model_fields),
+    "template": tuple(TemplateSpec.model_fields),
+}
+
+
+def fields_of_kind(kind: str) -> tuple[str, ...]:
+    """The fields a parameter of ``kind`` accepts (empty for an unknown kind)."""
+    for model in (kinds.LocalDate, kinds.LocalTime, kinds.SiteLabel, kinds.LinkToken, kinds.ActionToken):
+        annotation: Any = model.model_fields["kind"].annotation
+        if kind in getattr(annotation, "__args__", ()):
+            return tuple(model.model_fields)
+    return ()
