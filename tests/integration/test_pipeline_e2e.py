@@ -64,7 +64,7 @@ def _patient(stack: DemoStack, number: int, *, consent: bool = True, **kw: Any) 
 def _sent_to(stack: DemoStack, number: int) -> list[dict[str, Any]]:
     found = httpx.get(f"{stack.emulator.base_url}/_emulator/messages", timeout=5).json()
     messages = found.get("messages", found) if isinstance(found, dict) else found
-    wanted = f"+1201555{number:04d}"[-10:]
+    wanted = f"20155501{number:02d}"  # synthetic_patient(number=n) has mobile +1 201-555-01nn
     return [m.get("payload", m) for m in messages if str(m.get("payload", m).get("to", "")).endswith(wanted)]
 
 
@@ -206,7 +206,7 @@ def test_bad_notifications_get_a_clear_4xx_and_store_nothing(
 
 
 def test_whatsapp_outage_is_retried_until_sent(stack: DemoStack) -> None:
-    faults = {"responses": [{"http_status": 500, "code": 131000}, {"http_status": 503}]}
+    faults = {"responses": [{"http_status": 500, "code": 131000}, {"http_status": 429, "code": 130429}]}
     httpx.post(f"{stack.emulator.base_url}/_emulator/faults", json=faults, timeout=5).raise_for_status()
     patient_ref = _patient(stack, 18)
     appointment = _create(stack, synthetic_appointment(patient_ref))
@@ -215,6 +215,25 @@ def test_whatsapp_outage_is_retried_until_sent(stack: DemoStack) -> None:
         row = session.exec(select(OutboxMessage).where(
             col(OutboxMessage.resource_ref) == f"Appointment/{appointment['id']}")).one()
     assert row.state == "sent" and row.attempts >= 2
+
+
+def test_lost_answer_is_reconciled_by_the_status_webhook_not_resent(stack: DemoStack) -> None:
+    # Meta accepted the message but the answer never came back: the send is ambiguous. The status
+    # webhook carrying our biz_opaque_callback_data settles it; a blind resend would double-send.
+    faults = {"responses": [{"accept": True, "drop_connection": True}]}
+    httpx.post(f"{stack.emulator.base_url}/_emulator/faults", json=faults, timeout=5).raise_for_status()
+    patient_ref = _patient(stack, 20)
+    appointment = _create(stack, synthetic_appointment(patient_ref))
+    ref = f"Appointment/{appointment['id']}"
+
+    def settled() -> OutboxMessage | None:
+        with Session(make_engine(stack.settings.database_url)) as session:
+            row = session.exec(select(OutboxMessage).where(col(OutboxMessage.resource_ref) == ref)).one_or_none()
+        return row if row is not None and row.state == "sent" else None
+
+    row = wait_for(settled, 20, "the ambiguous send to be reconciled")
+    assert row.attempts == 1 and row.wamid is not None
+    assert len(_sent_to(stack, 20)) == 1
 
 
 def test_ehr_outage_is_retried_and_nothing_is_lost(stack: DemoStack) -> None:
