@@ -20,17 +20,18 @@ from typing import Any
 
 import httpx
 import uvicorn
-from mappings.phi_guard import identifying_strings
 
 from adapter.app import create_app
 from adapter.consent import OPTED_IN, set_consent
 from adapter.db import transaction, upgrade
 from adapter.sandbox_ehr import SandboxEhr, free_port
 from adapter.settings import DEMO_SECRET, Settings, load_settings
+from mappings.phi_guard import identifying_strings
 from whatsapp.emulator.config import EmulatorConfig
 from whatsapp.emulator.server import EmulatorServer
 
 Say = Callable[[str], None]
+DEMO_SITE = "Location/demo-site-north"  # created with this id, so the demo settings can label it
 
 
 @dataclass
@@ -56,7 +57,7 @@ def start_stack(workdir: Path, **overrides: Any) -> DemoStack:
     settings = load_settings(**{
         "mode": "demo", "fhir_base_url": ehr.base_url, "public_base_url": public, "http_port": port,
         "database_url": f"sqlite:///{workdir / 'bridge.db'}", "portal_base_url": f"{public}/portal-demo",
-        "tick_seconds": 0.2, **overrides,
+        "tick_seconds": 0.2, "site_labels": {DEMO_SITE: "North Campus"}, **overrides,
     })
     emulator = EmulatorServer(EmulatorConfig(
         access_token=DEMO_SECRET, app_secret=DEMO_SECRET, public_base_url=public,
@@ -135,7 +136,10 @@ def seed(stack: DemoStack) -> dict[str, dict[str, Any]]:
     made: dict[str, dict[str, Any]] = {}
     with httpx.Client(base_url=stack.ehr.base_url, timeout=10,
                       headers={"Content-Type": "application/fhir+json"}) as client:
-        for key in ("location", "practitioner", "patient_en", "patient_es", "patient_no_consent"):
+        location = dict(world["location"], id=DEMO_SITE.split("/")[1])
+        client.put(f"/{DEMO_SITE}", json=location).raise_for_status()
+        made["location"] = location
+        for key in ("practitioner", "patient_en", "patient_es", "patient_no_consent"):
             made[key] = _create(client, world[key])
         with transaction(_engine(stack)) as session:
             for key in ("patient_en", "patient_es"):
@@ -195,6 +199,32 @@ def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None) -> in
             stack.stop()
 
 
+def _skip_lines(stack: DemoStack) -> list[str]:
+    from sqlmodel import Session, select
+
+    from adapter.models import NotificationSkip
+
+    with Session(_engine(stack)) as session:
+        skips = session.exec(select(NotificationSkip)).all()
+    return ["Not sent (recorded for operators, `bridge skips`):"] + [
+        f"  {skip.rule_id} for {skip.resource_ref}: {skip.reason}" for skip in skips
+    ] + ["  (and nothing at all for the preliminary report: rules fire only on final/amended/corrected/appended)"]
+
+
+def _link_walkthrough(stack: DemoStack, messages: list[dict[str, Any]]) -> str:
+    """A preview bot's GET changes nothing; the patient's POST redeems and goes to the portal."""
+    for message in messages:
+        template = (message.get("payload") or message)["template"]
+        for component in template.get("components", []):
+            if component.get("sub_type") == "url":
+                link = f"{stack.settings.public_base_url}/l/{component['parameters'][0]['text']}"
+                preview = httpx.get(link, timeout=5)
+                opened = httpx.post(link, timeout=5)
+                return (f"Portal link: GET (a link preview) → {preview.status_code} neutral page; "
+                        f"POST (the patient's tap) → {opened.status_code} to {opened.headers.get('location')}")
+    return "Portal link: none sent"
+
+
 def _subscriptions_ready(stack: DemoStack) -> bool:
     health = httpx.get(f"{stack.settings.public_base_url}/health", timeout=5).json()
     return bool(health["subscriptions"]) and all(s["status"] in ("active", "requested")
@@ -226,7 +256,7 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
         leaked = leaks(payload, identifying)
         leaked_total += len(leaked)
         buttons = [c for c in payload["template"].get("components", []) if c.get("type") == "button"]
-        say(f"\n--- to {str(payload['to'])[:-2]}** · template {payload['template']['name']} "
+        say(f"\n--- to {str(payload['to'])[:3]}•••••{str(payload['to'])[-2:]} · template {payload['template']['name']} "
             f"({payload['template']['language']['code']})")
         say("  " + render_for_patient(payload, body_text))
         for button in buttons:
@@ -235,8 +265,9 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
     time.sleep(1.0)  # let the emulator's status webhooks land
     health = httpx.get(f"{stack.settings.public_base_url}/health", timeout=5).json()
     say(f"\nOutbox: {health['outbox']}")
-    say("No message for the preliminary report, and none for the patient without opt-in "
-        "(`bridge skips` lists why).")
+    for line in _skip_lines(stack):
+        say(line)
+    say(_link_walkthrough(stack, messages))
     say(f"PHI check: {leaked_total} of {len(identifying)} identifying strings of the synthetic patients, "
         "appointments and reports appear in what WhatsApp received.")
     if keep_running:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from ehr.patient import patient_reference
 from sqlalchemy.engine import Engine
 
 from adapter.db import transaction, utcnow
@@ -25,6 +24,7 @@ from adapter.models import FeedWatermark, InboxEvent
 from ehr.client import FhirClient
 from ehr.errors import FhirError, FhirNotFoundError
 from ehr.notifications import IncomingNotification
+from ehr.patient import patient_reference
 from ehr.subscriptions import SubscriptionSpec
 
 log = logging.getLogger(__name__)
