@@ -1,6 +1,10 @@
-"""A sandbox EHR for the demo and the tests: the real ``sekmet-fhir`` FHIR R4 server from PyPI,
-started as a subprocess on a free loopback port with its auto-booking simulator off (otherwise it
-books ``proposed`` appointments by itself).
+"""A sandbox EHR for the demo, the tests and the benchmarks: the real ``sekmet-fhir`` FHIR R4
+server from PyPI, started as a subprocess on a free loopback port.
+
+Its auto-booking simulator is always off (it would book ``proposed`` Appointments by itself) and
+so is its traffic log; everything it writes stays under ``data_dir``, its output goes to
+``data_dir/sekmet.log``, and a failed start raises with the log's tail. Stopped and started again
+on the same folder and port, it keeps its data (an EHR outage, as tests need).
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Literal
 
 import httpx
 import yaml
+
+NotifyMethod = Literal["put-resource", "post-endpoint"]
+STARTUP_TIMEOUT_SECONDS = 30.0
 
 
 class SandboxEhrError(RuntimeError):
@@ -22,53 +30,87 @@ class SandboxEhrError(RuntimeError):
 
 
 def free_port() -> int:
+    """A currently free loopback TCP port (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 class SandboxEhr:
-    """A running sekmet-fhir server; ``base_url`` ends in ``/fhir``."""
+    """A sekmet-fhir server: ``base_url`` ends in ``/fhir``; ``root_url`` is its origin.
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, notify_method: str = "put-resource") -> None:
+    ``retries`` is how many times sekmet tries each rest-hook delivery before it sets the
+    Subscription to ``error``; ``server_auth`` is sekmet's ``server_auth`` block, e.g.
+    ``{"types": ["bearer"], "tokens": ["t"]}``.
+    """
+
+    def __init__(self, data_dir: Path, *, notify_method: NotifyMethod = "put-resource", retries: int = 3,
+                 server_auth: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/fhir"
         self.notify_method = notify_method
+        self.retries = retries
+        self.server_auth = server_auth
+        self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> SandboxEhr:
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/fhir"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "sekmet.log"
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> SandboxEhr:
+        """Starts (or restarts, on the same port and data) and waits for ``/fhir/metadata``."""
+        last_error: SandboxEhrError | None = None
+        for _attempt in range(3):  # a free port can be taken between picking and binding it
+            if not self.port or last_error is not None:
+                self.port = free_port()
+            try:
+                return self._start_once(timeout)
+            except SandboxEhrError as error:
+                last_error = error
+        raise SandboxEhrError(f"sekmet-fhir did not start: {last_error}")
+
+    def _start_once(self, timeout: float) -> SandboxEhr:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = {
-            "base_url": self.base_url, "host": "127.0.0.1", "port": self.port,
-            "data_dir": str(self.data_dir), "simulator": {"enabled": False},
-            "subscriptions": {"notify_method": self.notify_method, "retries": 3},
-            "log_inbound": False,
+        config: dict[str, Any] = {
+            "base_url": self.base_url, "host": "127.0.0.1", "port": self.port, "data_dir": str(self.data_dir),
+            "simulator": {"enabled": False}, "log_inbound": False,
+            "subscriptions": {"notify_method": self.notify_method, "retries": self.retries},
         }
+        if self.server_auth is not None:
+            config["server_auth"] = self.server_auth
         config_file = self.data_dir / "sekmet.yaml"
         config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-        log = (self.data_dir / "sekmet.log").open("wb")
-        try:
+        command = [sys.executable, "-m", "uvicorn", "sekmet.main:app_factory", "--factory",
+                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        with self.log_path.open("ab") as log:
+            # cwd: sekmet resolves some relative paths (keys/) against the working directory.
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
-                [sys.executable, "-m", "uvicorn", "sekmet.main:app_factory", "--factory",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                env={**os.environ, "SEKMET_CONFIG": str(config_file)}, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-            )
-        finally:
-            log.close()
+                command, env={**os.environ, "SEKMET_CONFIG": str(config_file)}, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.data_dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise SandboxEhrError(f"sekmet-fhir exited at start-up; see {self.data_dir / 'sekmet.log'}")
+                raise SandboxEhrError(f"exited with {self._process.returncode}: {self._tail()}")
             try:
                 if httpx.get(f"{self.base_url}/metadata", timeout=1.0).status_code == 200:
                     return self
-            except httpx.HTTPError:
+            except httpx.TransportError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         self.stop()
-        raise SandboxEhrError(f"sekmet-fhir did not answer within {timeout:.0f}s")
+        raise SandboxEhrError(f"no answer within {timeout:.0f} s: {self._tail()}")
+
+    def _tail(self, limit: int = 2000) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        return text[-limit:]
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
