@@ -69,9 +69,9 @@ class Service:
     subscription_error: str | None = None
 
 
-def build_service(settings: Settings) -> Service:
+def build_service(settings: Settings, *, engine: Engine | None = None) -> Service:
     """The synchronous part of the graph; refuses to build on bad rules or templates."""
-    engine = make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url)
     catalogue = TemplateCatalogue.load(public_base_url=settings.public_base_url)
     rules = load_rules(settings.mappings_dir, catalogue, settings.phi_profile)
     cipher = FieldCipher(settings.key_bytes("data_encryption_key"))

@@ -33,12 +33,11 @@ from ehr.patient import mobile_number, patient_reference, preferred_language
 from mappings.phi_guard import PhiLeakError, check, identifying_strings
 from mappings.policy import PhiProfile
 from mappings.render import RenderContext, RenderError, render
-from mappings.rules import Rule, RuleSet
+from mappings.rules import Repeat, Rule, RuleSet
 from portal_links.store import LinkStore
 from whatsapp.catalogue import TemplateCatalogue
 
 log = logging.getLogger(__name__)
-RELEASE_STATUSES = frozenset({"amended", "corrected", "appended"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class DecideConfig:
     default_site_label: str
     default_language: str
     default_phone_region: str
-    report_policy: str  # once | every_release
+    report_policy: Repeat
 
 
 @dataclass
@@ -94,24 +93,14 @@ class Decider:
             state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
             return state is not None and state.version_id == version
 
-    def firing_rules(self, resource: dict[str, Any], previous_status: str | None = None,
-                     previous_version: str | None = None) -> list[Rule]:
-        status = resource.get("status")
-        fired = []
-        for rule in self.rules.for_resource(str(resource.get("resourceType"))):
-            if status not in rule.statuses:
-                continue
-            entering = previous_status not in rule.statuses
-            re_release = (self._repeat(rule) == "every_release" and status in RELEASE_STATUSES
-                          and previous_version != version_of(resource))
-            if entering or re_release:
-                fired.append(rule)
-        return fired
+    def firing_rules(self, resource: dict[str, Any], previous_status: str | None = None) -> list[Rule]:
+        """Rules whose status set the resource just entered (a new resource enters from nothing)."""
+        return self.rules.firing(str(resource.get("resourceType")), previous_status, resource.get("status"))
 
-    def previous(self, resource: dict[str, Any]) -> tuple[str | None, str | None]:
+    def previous_status(self, resource: dict[str, Any]) -> str | None:
         with Session(self.engine) as session:
             state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
-            return (state.status, state.version_id) if state else (None, None)
+            return state.status if state else None
 
     # --- the transactional step
 
@@ -130,9 +119,7 @@ class Decider:
             if state is not None and version is not None and state.version_id == version:
                 decision.duplicate = True
             else:
-                previous_status = state.status if state else None
-                previous_version = state.version_id if state else None
-                for rule in self.firing_rules(resource, previous_status, previous_version):
+                for rule in self.firing_rules(resource, state.status if state else None):
                     self._apply_rule(session, rule, resource, patient, decision)
                 state = state or ResourceState(resource_type=resource["resourceType"], resource_id=resource["id"],
                                                processed_at=utcnow())
@@ -144,12 +131,11 @@ class Decider:
                 InboxStore.mark_done(session, inbox_event_id)
         return decision
 
-    def _repeat(self, rule: Rule) -> str:
-        return rule.repeat or self.config.report_policy
-
     def _natural_key(self, rule: Rule, resource: dict[str, Any]) -> str:
+        """The outbox key that makes a message effectively-once: per resource for ``once`` rules,
+        per version otherwise (each re-entry into the status is a new message)."""
         ref = resource_ref(resource)
-        if rule.resource_type == "DiagnosticReport" and self._repeat(rule) == "once":
+        if rule.repeat_policy(self.config.report_policy) == "once":
             return f"{rule.id}:{ref}"
         return f"{rule.id}:{ref}/_history/{version_of(resource)}"
 

@@ -121,9 +121,9 @@ class Pipeline:
             if inbox_event_id is not None:
                 await asyncio.to_thread(self._finish, inbox_event_id)
             return Decision(resource_ref=resource_ref(resource), duplicate=True)
-        previous_status, previous_version = await asyncio.to_thread(self.decider.previous, resource)
+        previous_status = await asyncio.to_thread(self.decider.previous_status, resource)
         patient = None
-        if self.decider.firing_rules(resource, previous_status, previous_version):
+        if self.decider.firing_rules(resource, previous_status):
             reference = patient_reference(resource)
             if reference is not None:
                 patient = await self._read_patient(reference)
