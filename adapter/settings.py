@@ -50,7 +50,7 @@ def _decode_key(value: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(padded)
     except (binascii.Error, ValueError) as exc:
-        raise ValueError("must be 32 random bytes in URL-safe base64 (`bridge keys new` makes one)") from exc
+        raise ValueError("must be 32 random bytes in URL-safe base64 (`bridge keys-new` makes one)") from exc
 
 
 class Settings(BaseSettings):
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     @classmethod
     def _key_length(cls, value: SecretStr) -> SecretStr:
         if len(_decode_key(value.get_secret_value())) != 32:
-            raise ValueError("must decode to exactly 32 bytes (`bridge keys new` makes one)")
+            raise ValueError("must decode to exactly 32 bytes (`bridge keys-new` makes one)")
         return value
 
     @field_validator("site_labels")

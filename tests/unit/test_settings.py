@@ -1,0 +1,78 @@
+"""Settings are validated at start-up with messages an administrator can act on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from adapter.settings import Settings, SettingsError, load_settings
+
+REAL = {
+    "whatsapp_access_token": "EAAG-synthetic-test-token-0000", "whatsapp_app_secret": "a" * 32,
+    "whatsapp_verify_token": "v" * 24, "ehr_hook_secret": "h" * 32,
+    "data_encryption_key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    "link_signing_key": "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+}
+
+
+def problems(**overrides: object) -> list[str]:
+    with pytest.raises(SettingsError) as error:
+        load_settings(**overrides)
+    return error.value.problems
+
+
+def test_demo_mode_runs_on_the_embedded_defaults() -> None:
+    settings = load_settings(mode="demo")
+    assert settings.is_sqlite and settings.zone.key == "America/New_York"
+
+
+def test_production_refuses_every_placeholder_secret_by_name() -> None:
+    found = problems()
+    for name in ("whatsapp_access_token", "whatsapp_app_secret", "whatsapp_verify_token", "ehr_hook_secret",
+                 "data_encryption_key", "link_signing_key"):
+        assert any(line.startswith(name) and f"BRIDGE_{name.upper()}" in line for line in found), name
+    assert load_settings(**REAL).mode == "production"
+
+
+def test_messages_name_the_variable_and_the_fix() -> None:
+    found = problems(mode="demo", site_timezone="Mars/Olympus", default_phone_region="XX", bogus=1,
+                     fhir_base_url="ftp://ehr", link_signing_key="short")
+    text = "\n".join(found)
+    assert "BRIDGE_SITE_TIMEZONE" in text and "IANA time zone" in text
+    assert "BRIDGE_DEFAULT_PHONE_REGION" in text and "two-letter region" in text
+    assert "bogus: unknown setting" in text
+    assert "BRIDGE_FHIR_BASE_URL" in text and "http://" in text
+    assert "BRIDGE_LINK_SIGNING_KEY" in text and "32 random bytes" in text and "bridge keys-new" in text
+    assert "Traceback" not in text and "pydantic" not in text.lower()
+
+
+def test_auth_settings_must_be_complete() -> None:
+    assert any("BRIDGE_FHIR_USERNAME" in p for p in problems(mode="demo", fhir_auth="basic"))
+    assert any("BRIDGE_FHIR_BEARER_TOKEN" in p for p in problems(mode="demo", fhir_auth="bearer"))
+    assert any("consent_source=assume" in p for p in problems(**REAL, consent_source="assume"))
+
+
+def test_secrets_never_appear_in_messages() -> None:
+    text = "\n".join(problems(**{**REAL, "link_signing_key": "a-secret-but-too-short", "site_timezone": "nope"}))
+    assert "a-secret-but-too-short" not in text
+
+
+def test_environment_and_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "bridge.yaml"
+    file.write_text("mode: demo\nsite_timezone: Europe/Madrid\nsite_labels:\n  Location/7: Norte\n")
+    monkeypatch.setenv("BRIDGE_SETTINGS_FILE", str(file))
+    monkeypatch.setenv("BRIDGE_SITE_TIMEZONE", "Europe/Lisbon")  # the environment wins over the file
+    settings = load_settings()
+    assert settings.site_timezone == "Europe/Lisbon" and settings.site_labels == {"Location/7": "Norte"}
+    monkeypatch.setenv("BRIDGE_SETTINGS_FILE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(SettingsError, match="not a file"):
+        load_settings()
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`BRIDGE_([A-Z0-9_]+)`", readme))
+    missing = {name.upper() for name in Settings.model_fields} - documented
+    assert not missing, f"settings missing from the README: {sorted(missing)}"
