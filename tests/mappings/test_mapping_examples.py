@@ -19,10 +19,15 @@ from mappings.policy import PhiProfile
 from mappings.render import render
 from mappings.rules import RuleSet
 from tests.mappings.helpers import context
-from tests.mappings.mapping_corpus import EXAMPLES_DIR, Case, FakeMinter, load_cases
+from tests.mappings.mapping_corpus import EXAMPLES_DIR, EXAMPLES_MISSING, Case, FakeMinter, load_cases
 
-pytestmark = pytest.mark.skipif(not EXAMPLES_DIR.is_dir(), reason="shared FHIR examples not present")
+pytestmark = pytest.mark.skipif(EXAMPLES_MISSING, reason="shared FHIR examples not present")
 CASES = load_cases() if EXAMPLES_DIR.is_dir() else []
+
+
+def test_the_shared_examples_are_all_here() -> None:
+    # Without this, a missing folder would quietly parametrise the tests below over nothing.
+    assert len(list(EXAMPLES_DIR.glob("*.json"))) >= 50
 
 
 def test_the_corpus_covers_what_the_rules_handle() -> None:

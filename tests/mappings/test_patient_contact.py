@@ -10,10 +10,10 @@ import pytest
 
 from ehr.patient import ContactResult, NoMobileReason, mobile_number, patient_reference, preferred_language
 from tests.mappings.helpers import fixture
-from tests.mappings.mapping_corpus import EXAMPLES_DIR
+from tests.mappings.mapping_corpus import EXAMPLES_DIR, EXAMPLES_MISSING
 
 TODAY = date(2026, 6, 1)
-needs_examples = pytest.mark.skipif(not EXAMPLES_DIR.is_dir(), reason="shared FHIR examples not present")
+needs_examples = pytest.mark.skipif(EXAMPLES_MISSING, reason="shared FHIR examples not present")
 
 
 def example(name: str, resource_type: str = "Patient") -> dict[str, Any]:
