@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from fhir.resources.R4B.subscription import Subscription as R4BSubscription
+
 from ehr.client import FHIR_JSON, FhirClient
 from ehr.hook_secrets import channel_header, derive_secret
 
@@ -164,13 +166,17 @@ def _desired(spec: SubscriptionSpec, endpoint: str, header: str) -> dict[str, An
     channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, "header": [header]}
     if spec.payload == "full-resource":
         channel["payload"] = FHIR_JSON
-    return {
+    subscription = {
         "resourceType": "Subscription",
         "status": "requested",
         "reason": f"fhir-whatsapp-bridge: PHI-free patient notifications ({spec.key})",
         "criteria": spec.criteria,
         "channel": channel,
     }
+    # What we write is validated against the R4 model (fhir.resources' R4B package reads R4 JSON);
+    # a mistake here is ours, and is better refused locally than by the EHR.
+    R4BSubscription.model_validate(subscription)
+    return subscription
 
 
 def _matches(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:

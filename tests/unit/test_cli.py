@@ -1,0 +1,66 @@
+"""Operator commands against a real SQLite database: opt-in registry, skips, dead letters,
+settings check — clear messages and exit codes, secrets masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapter.cli import app
+from adapter.db import make_engine, transaction, upgrade, utcnow
+from adapter.models import NotificationSkip, OutboxMessage
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    monkeypatch.setenv("BRIDGE_MODE", "demo")
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", url)
+    return url
+
+
+def test_consent_grant_revoke_and_list(env: str) -> None:
+    assert runner.invoke(app, ["consent", "grant", "Patient/123"]).exit_code == 0
+    assert runner.invoke(app, ["consent", "grant", "Patient/456"]).exit_code == 0
+    assert runner.invoke(app, ["consent", "revoke", "Patient/456"]).exit_code == 0
+    listed = runner.invoke(app, ["consent", "list"]).output
+    assert "Patient/123\topted_in\tadmin" in listed and "Patient/456\topted_out\tadmin" in listed
+    bad = runner.invoke(app, ["consent", "grant", "123"])
+    assert bad.exit_code == 2 and "Patient/123" in bad.output
+
+
+def test_skips_and_dead_letters(env: str) -> None:
+    engine = make_engine(env)
+    upgrade(engine)
+    now = utcnow()
+    with transaction(engine) as session:
+        session.add(NotificationSkip(rule_id="appointment-booked-confirmation", resource_ref="Appointment/9",
+                                     version_id="2", patient_ref="Patient/9", reason="no_opt_in", created_at=now))
+        session.add(OutboxMessage(natural_key="k", rule_id="r", resource_ref="Appointment/9", patient_ref="Patient/9",
+                                  payload="{}", recipient_enc="v1.x.y.z", state="dead", due_at=now, attempts=8,
+                                  dead_reason="UndeliverableError code=131026", created_at=now, updated_at=now))
+    assert "Appointment/9/_history/2\tPatient/9\tno_opt_in" in runner.invoke(app, ["skips"]).output
+    listed = runner.invoke(app, ["dead-letters", "list"]).output
+    assert "UndeliverableError code=131026" in listed
+    assert "queued again" in runner.invoke(app, ["dead-letters", "retry", "1"]).output
+    assert "not a dead letter" in runner.invoke(app, ["dead-letters", "retry", "1"]).output
+    assert "no outbox message 99" in runner.invoke(app, ["dead-letters", "retry", "99"]).output
+
+
+def test_check_settings_masks_secrets_and_reports_problems(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = runner.invoke(app, ["check-settings"])
+    assert shown.exit_code == 0 and "whatsapp_app_secret = ********" in shown.output
+    assert "demo-only" not in shown.output
+    monkeypatch.setenv("BRIDGE_MODE", "production")
+    refused = runner.invoke(app, ["check-settings"])
+    assert refused.exit_code == 2 and "BRIDGE_WHATSAPP_ACCESS_TOKEN" in refused.output
+
+
+def test_keys_new_makes_a_valid_key(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = runner.invoke(app, ["keys-new"]).output.strip()
+    monkeypatch.setenv("BRIDGE_LINK_SIGNING_KEY", key)
+    assert runner.invoke(app, ["check-settings"]).exit_code == 0
