@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,13 +14,13 @@ from ehr.hook_secrets import derive_secret
 from ehr.intake import build_intake_router
 from ehr.intake_parsing import DEFAULT_SUPPORTED_TYPES
 from ehr.notifications import IncomingNotification
+from tests.support.examples import EXAMPLES_DIR
 from tests.support.fakes import InMemoryNotificationSink
 from tests.support.synthetic import PATIENT_NAME, synthetic_appointment, synthetic_diagnostic_report
 
 MASTER = b"synthetic-master-secret-for-tests"
 KEYS = ("appointment", "diagnostic-report")
 CAP = 4096
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "fhir-examples"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
@@ -142,7 +141,7 @@ async def test_a_history_bundle_keeps_each_version(intake: Intake) -> None:
 
 
 def example(name: str) -> bytes:
-    return (EXAMPLES / f"backport__{name}.json").read_bytes()
+    return (EXAMPLES_DIR / f"backport__{name}.json").read_bytes()
 
 
 @pytest.mark.parametrize("name", ["id_only_notification_bundle_example", "full_resource_notification_bundle_example"])

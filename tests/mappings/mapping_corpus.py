@@ -12,18 +12,14 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# ``../shared/fhir-examples`` beside the checkout (as on developer machines and in CI), or elsewhere by env.
-EXAMPLES_DIR = Path(os.environ.get("BRIDGE_FHIR_EXAMPLES",
-                                   Path(__file__).resolve().parents[3] / "shared" / "fhir-examples"))
-# In CI the examples must be there: a missing folder fails the run instead of skipping its tests.
-EXAMPLES_MISSING = not EXAMPLES_DIR.is_dir() and os.environ.get("CI") != "true"
+from tests.support.examples import EXAMPLES_DIR
+
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 _REF_TAIL = re.compile(r"([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 

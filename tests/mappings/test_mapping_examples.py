@@ -19,7 +19,8 @@ from mappings.policy import PhiProfile
 from mappings.render import render
 from mappings.rules import RuleSet
 from tests.mappings.helpers import context
-from tests.mappings.mapping_corpus import EXAMPLES_DIR, EXAMPLES_MISSING, Case, FakeMinter, load_cases
+from tests.mappings.mapping_corpus import Case, FakeMinter, load_cases
+from tests.support.examples import EXAMPLES_DIR, EXAMPLES_MISSING
 
 pytestmark = pytest.mark.skipif(EXAMPLES_MISSING, reason="shared FHIR examples not present")
 CASES = load_cases() if EXAMPLES_DIR.is_dir() else []

@@ -10,7 +10,7 @@ import pytest
 
 from ehr.patient import ContactResult, NoMobileReason, mobile_number, patient_reference, preferred_language
 from tests.mappings.helpers import fixture
-from tests.mappings.mapping_corpus import EXAMPLES_DIR, EXAMPLES_MISSING
+from tests.support.examples import EXAMPLES_DIR, EXAMPLES_MISSING
 
 TODAY = date(2026, 6, 1)
 needs_examples = pytest.mark.skipif(EXAMPLES_MISSING, reason="shared FHIR examples not present")
