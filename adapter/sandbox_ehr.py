@@ -67,6 +67,8 @@ class SandboxEhr:
 
     def start(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> SandboxEhr:
         """Starts (or restarts, on the same port and data) and waits for ``/fhir/metadata``."""
+        if self.running:
+            raise SandboxEhrError("already running; stop() it first")
         last_error: SandboxEhrError | None = None
         for _attempt in range(3):  # a free port can be taken between picking and binding it
             if not self.port or last_error is not None:
@@ -122,8 +124,12 @@ class SandboxEhr:
                 self._process.wait(timeout=10)
         self._process = None
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def __enter__(self) -> SandboxEhr:
-        return self.start()
+        return self if self.running else self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
