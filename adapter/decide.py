@@ -85,22 +85,15 @@ class Decider:
 
     # --- read-only pre-checks, so the EHR is not asked for a patient we will not need
 
-    def already_processed(self, resource: dict[str, Any]) -> bool:
-        version = version_of(resource)
-        if version is None:
-            return False
+    def last_seen(self, resource: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(version, status) of the resource when it was last processed; (None, None) if never."""
         with Session(self.engine) as session:
             state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
-            return state is not None and state.version_id == version
+            return (state.version_id, state.status) if state else (None, None)
 
     def firing_rules(self, resource: dict[str, Any], previous_status: str | None = None) -> list[Rule]:
         """Rules whose status set the resource just entered (a new resource enters from nothing)."""
         return self.rules.firing(str(resource.get("resourceType")), previous_status, resource.get("status"))
-
-    def previous_status(self, resource: dict[str, Any]) -> str | None:
-        with Session(self.engine) as session:
-            state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
-            return state.status if state else None
 
     # --- the transactional step
 

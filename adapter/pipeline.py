@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from adapter.db import transaction, utcnow
-from adapter.decide import Decider, Decision, resource_ref
+from adapter.decide import Decider, Decision, resource_ref, version_of
 from adapter.dispatch import Dispatcher
 from adapter.inbox import InboxStore
 from adapter.models import FeedWatermark, InboxEvent
@@ -117,11 +117,11 @@ class Pipeline:
 
     async def handle_resource(self, resource: dict[str, Any], inbox_event_id: int | None = None) -> Decision:
         """Acts on the current version of a resource read from the EHR."""
-        if await asyncio.to_thread(self.decider.already_processed, resource):
+        seen_version, previous_status = await asyncio.to_thread(self.decider.last_seen, resource)
+        if seen_version is not None and seen_version == version_of(resource):
             if inbox_event_id is not None:
                 await asyncio.to_thread(self._finish, inbox_event_id)
             return Decision(resource_ref=resource_ref(resource), duplicate=True)
-        previous_status = await asyncio.to_thread(self.decider.previous_status, resource)
         patient = None
         if self.decider.firing_rules(resource, previous_status):
             reference = patient_reference(resource)
