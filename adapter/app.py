@@ -188,7 +188,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(), list(service.specs),
         settings.max_notification_bytes))
     app.include_router(build_webhook_router(
-        service.engine, service.outbox, [settings.whatsapp_app_secret.get_secret_value().encode()],
+        service.engine, [settings.whatsapp_app_secret.get_secret_value().encode()],
         settings.whatsapp_verify_token.get_secret_value()))
     app.include_router(build_link_router(service.links, service.engine, settings.portal_base_url))
 

@@ -148,12 +148,14 @@ class OutboxStore:
                     row.state, row.due_at = "queued", outcome.retry_at or now
                 session.add(row)
 
-    def mark_sent_by_callback(self, session: Session, outbox_id: int, wamid: str) -> None:
-        """A status proved an ambiguous send arrived: settle the row instead of resending."""
-        row = session.get(OutboxMessage, outbox_id)
-        if row is not None and row.state in ("queued", "sending") and row.wamid is None:
-            row.state, row.wamid, row.sent_at, row.lease_until = "sent", wamid, utcnow(), None
-            session.add(row)
+    @staticmethod
+    def settle_by_status(row: OutboxMessage, wamid: str) -> bool:
+        """A status proved that a send whose answer was lost reached Meta: mark it sent instead of
+        resending it. Returns whether the row changed."""
+        if row.wamid is not None or row.state not in ("queued", "sending"):
+            return False
+        row.state, row.wamid, row.sent_at, row.lease_until = "sent", wamid, utcnow(), None
+        return True
 
     # --- operators
 

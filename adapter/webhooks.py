@@ -30,7 +30,7 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
 
-def apply_batch(engine: Engine, outbox: OutboxStore, batch: WebhookBatch) -> int:
+def apply_batch(engine: Engine, batch: WebhookBatch) -> int:
     """Stores and applies a webhook batch in one transaction; returns how many items were new."""
     now = utcnow()
     with transaction(engine) as session:
@@ -49,15 +49,19 @@ def apply_batch(engine: Engine, outbox: OutboxStore, batch: WebhookBatch) -> int
         ]
         new_messages = insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid")
         for status in batch.statuses:
-            _apply_status(session, outbox, status)
+            _apply_status(session, status)
     return new_statuses + new_messages
 
 
-def _apply_status(session: Session, outbox: OutboxStore, status: StatusEvent) -> None:
+def _apply_status(session: Session, status: StatusEvent) -> None:
+    row = None
     callback_id = outbox_id_from_callback(status.biz_opaque_callback_data)
     if callback_id is not None:
-        outbox.mark_sent_by_callback(session, callback_id, status.message_id)
-    row = session.exec(select(OutboxMessage).where(col(OutboxMessage.wamid) == status.message_id)).first()
+        row = session.get(OutboxMessage, callback_id)
+        if row is not None:
+            OutboxStore.settle_by_status(row, status.message_id)
+    if row is None or row.wamid != status.message_id:
+        row = session.exec(select(OutboxMessage).where(col(OutboxMessage.wamid) == status.message_id)).first()
     if row is None:
         return
     current = STATUS_RANK.get(row.delivery_status or "", 0)
@@ -70,7 +74,7 @@ def _apply_status(session: Session, outbox: OutboxStore, status: StatusEvent) ->
     session.add(row)
 
 
-def build_webhook_router(engine: Engine, outbox: OutboxStore, app_secrets: Sequence[bytes],
+def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes],
                          verify_token: str) -> APIRouter:
     if not app_secrets:
         raise ValueError("a WhatsApp app secret is required: webhooks are refused without one (fail closed)")
@@ -103,7 +107,7 @@ def build_webhook_router(engine: Engine, outbox: OutboxStore, app_secrets: Seque
             batch = parse_webhook(bytes(body))
         except WebhookPayloadError:
             return JSONResponse({"error": "not a WhatsApp webhook payload"}, status_code=400)
-        await run_in_threadpool(apply_batch, engine, outbox, batch)
+        await run_in_threadpool(apply_batch, engine, batch)
         return JSONResponse({"status": "ok"})
 
     return router

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from ehr.auth import FhirAuth
 from ehr.errors import (
@@ -62,12 +64,15 @@ class FhirClient:
         self.base_url = base_url.rstrip("/")
         self.max_pages = max_pages
         self._origin = _origin(httpx.URL(self.base_url))
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/",
             auth=auth or FhirAuth.none(),
             timeout=httpx.Timeout(timeout_seconds),
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            # httpx's API on aiohttp's transport: measured here at about 0.25 ms of CPU per request
+            # against 1.6-1.9 ms with httpx's default transport (bench/pipeline_throughput.py notes).
+            transport=transport or AiohttpTransport(limits=limits),
+            limits=limits,
             headers={"Accept": FHIR_JSON, "User-Agent": "fhir-whatsapp-bridge"},
             # A redirect would carry our credentials to wherever it points; treat it as a setup error.
             follow_redirects=False,
@@ -183,6 +188,9 @@ class FhirClient:
                 content=content, headers=headers,
             )
         except httpx.TimeoutException as exc:
+            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                # httpx-aiohttp maps a refused connection to ConnectTimeout; say what really happened.
+                raise FhirUnavailableError("could not reach the FHIR server (ConnectError)", **context) from exc
             raise FhirUnavailableError("the FHIR server did not answer in time", **context) from exc
         except httpx.TransportError as exc:
             raise FhirUnavailableError(f"could not reach the FHIR server ({type(exc).__name__})",

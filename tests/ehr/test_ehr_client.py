@@ -114,7 +114,8 @@ async def test_a_server_that_is_down_is_unavailable() -> None:
     async with FhirClient(f"http://127.0.0.1:{free_port()}/fhir", FhirAuth.none(), 2.0) as client:
         with pytest.raises(FhirUnavailableError) as caught:
             await client.read("Appointment", "1")
-    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(caught.value.__cause__, httpx.TransportError)
+    assert "could not reach" in str(caught.value)
     assert caught.value.status_code is None
 
 

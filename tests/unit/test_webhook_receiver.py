@@ -29,7 +29,7 @@ SECRET, OLD_SECRET, VERIFY = b"synthetic-app-secret", b"synthetic-old-secret", "
 def receiver(engine: Engine) -> Iterator[tuple[str, OutboxStore]]:
     outbox = OutboxStore(engine, FieldCipher(b"k" * 32))
     app = FastAPI()
-    app.include_router(build_webhook_router(engine, outbox, [SECRET, OLD_SECRET], VERIFY))
+    app.include_router(build_webhook_router(engine, [SECRET, OLD_SECRET], VERIFY))
     with serve_in_thread(app) as url:
         yield f"{url}/whatsapp/webhook", outbox
 
@@ -111,4 +111,4 @@ def test_oversized_and_malformed_bodies(receiver: tuple[str, OutboxStore]) -> No
 
 def test_no_app_secret_refuses_to_build(engine: Engine) -> None:
     with pytest.raises(ValueError, match="fail closed"):
-        build_webhook_router(engine, OutboxStore(engine, FieldCipher(b"k" * 32)), [], VERIFY)
+        build_webhook_router(engine, [], VERIFY)
