@@ -66,7 +66,10 @@ def serve() -> None:
     _logging()
     settings = _settings()
     uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info",
-                access_log=False)  # access logs would carry portal-link tokens in their paths
+                access_log=False,  # access logs would carry portal-link tokens in their paths
+                # Longer than clients keep idle connections, so an EHR never writes a notification
+                # onto a connection we are closing (seen as a lost request under burst load).
+                timeout_keep_alive=75)
 
 
 @app.command()
