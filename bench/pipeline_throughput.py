@@ -21,6 +21,7 @@ number. events/s = N / (last send - first event). Peak RSS = VmHWM from /proc/<p
 A PostgreSQL URL names the server and a maintenance database: a fresh database is created for
 each mode and dropped afterwards. Every wait is bounded (--timeout); the script stops by itself.
 
+Notes from its first runs, before the FHIR-client and SQLite fixes (README has the latest figures).
 Notes (N=1000, 2 vCPUs shared by the EHR, emulator, service, this driver and other jobs, so
 figures vary by ±30 % from run to run; the 1-min load average is printed with each result):
 - SQLite: ehr ~25 events/s, burst ~44-51 events/s; PostgreSQL: ehr ~25, burst ~28. p50/p99
