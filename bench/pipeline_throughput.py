@@ -41,7 +41,6 @@ import asyncio
 import collections
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -63,6 +62,7 @@ import phonenumbers
 
 from adapter.sandbox_ehr import SandboxEhr, free_port
 from adapter.settings import DEMO_SECRET
+from bench.machine_info import machine
 from ehr.hook_secrets import authorization_header, derive_secret
 from ehr.patient import mobile_number
 from tests.support.synthetic import synthetic_appointment, synthetic_patient
@@ -73,19 +73,6 @@ MAX_N = 20_000  # below the emulator's 50 000 kept records and the fictional num
 
 
 # --------------------------------------------------------------------------- machine, memory
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def cpu_seconds(pid: int | None) -> float:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import resource
 import socket
 import statistics
@@ -28,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine_info import machine
 from whatsapp.emulator import EmulatorConfig, EmulatorServer, run_emulator
 from whatsapp.errors import WhatsAppError
 from whatsapp.sender import CloudApiSender
@@ -169,19 +168,6 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         child.wait(10)
     result["emulator_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     return result
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def main() -> None:
