@@ -14,20 +14,25 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlmodel import Session, col, delete, select
 
 from adapter.settings import DEMO_SECRET, Settings, SettingsError, load_settings
 
+if TYPE_CHECKING:
+    from adapter.app import Service
+
 app = typer.Typer(help="FHIR ↔ WhatsApp bridge.", no_args_is_help=True, add_completion=False)
 subscriptions_app = typer.Typer(help="The EHR Subscriptions this service needs.", no_args_is_help=True)
 consent_app = typer.Typer(help="The local opt-in registry.", no_args_is_help=True)
 dead_app = typer.Typer(help="Messages that could not be sent.", no_args_is_help=True)
+inbox_app = typer.Typer(help="EHR notifications the pipeline gave up on.", no_args_is_help=True)
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(consent_app, name="consent")
 app.add_typer(dead_app, name="dead-letters")
+app.add_typer(inbox_app, name="inbox")
 
 
 def _say(text: str) -> None:
@@ -38,6 +43,19 @@ def _settings(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except SettingsError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _service(settings: Settings) -> Service:
+    """The composed service, or a clear message and exit 2 when rules or templates are wrong."""
+    from adapter.app import build_service
+    from mappings.errors import MappingError
+    from whatsapp.catalogue import CatalogueError
+
+    try:
+        return build_service(settings)
+    except (MappingError, CatalogueError) as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(2) from None
 
@@ -65,7 +83,8 @@ def serve() -> None:
 
     _logging()
     settings = _settings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info",
+    application = create_app(settings, service=_service(settings))
+    uvicorn.run(application, host=settings.http_host, port=settings.http_port, log_level="info",
                 access_log=False,  # access logs would carry portal-link tokens in their paths
                 # Longer than clients keep idle connections, so an EHR never writes a notification
                 # onto a connection we are closing (seen as a lost request under burst load).
@@ -203,20 +222,34 @@ def skips(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 
 @dead_app.command("list")
 def dead_list(limit: Annotated[int, typer.Option()] = 100) -> None:
     """List dead letters: id, rule, resource, reason."""
-    from adapter.app import build_service
-
-    for row in build_service(_settings()).outbox.dead_letters(limit):
+    for row in _service(_settings()).outbox.dead_letters(limit):
         typer.echo(f"{row.id}\t{row.rule_id}\t{row.resource_ref}\t{row.attempts} attempts\t{row.dead_reason}")
 
 
 @dead_app.command("retry")
 def dead_retry(outbox_id: Annotated[int, typer.Argument(help="The dead letter's id (see `list`).")]) -> None:
     """Queue a dead letter again."""
-    from adapter.app import build_service
-
     settings = _settings()
     _engine(settings)
-    typer.echo(build_service(settings).outbox.redrive(outbox_id))
+    typer.echo(_service(settings).outbox.redrive(outbox_id))
+
+
+@inbox_app.command("dead")
+def inbox_dead(limit: Annotated[int, typer.Option()] = 100) -> None:
+    """List notifications that failed every attempt: id, resource, attempts, last error class."""
+    from adapter.inbox import InboxStore
+
+    for event in InboxStore(_engine(_settings())).dead_events(limit):
+        typer.echo(f"{event.id}\t{event.kind}\t{event.resource_type}/{event.resource_id}\t"
+                   f"{event.attempts} attempts\t{event.last_error}")
+
+
+@inbox_app.command("retry")
+def inbox_retry(event_id: Annotated[int, typer.Argument(help="The event's id (see `dead`).")]) -> None:
+    """Queue a dead notification again."""
+    from adapter.inbox import InboxStore
+
+    typer.echo(InboxStore(_engine(_settings())).redrive(event_id))
 
 
 @app.command()
@@ -245,9 +278,9 @@ def replay(reference: Annotated[str, typer.Argument(help="e.g. Appointment/123")
 
 
 async def _replay(settings: Settings, resource_type: str, resource_id: str):  # type: ignore[no-untyped-def]
-    from adapter.app import build_service, start, stop
+    from adapter.app import start, stop
 
-    service = build_service(settings)
+    service = _service(settings)
     await start(service)
     try:
         assert service.fhir is not None and service.pipeline is not None

@@ -81,6 +81,19 @@ class InboxStore:
                 event.next_attempt_at = utcnow() + delay
             session.add(event)
 
-    def pending_count(self) -> int:
+    def dead_events(self, limit: int = 100) -> list[InboxEvent]:
+        """Notifications the pipeline gave up on (the EHR kept failing): visible, re-drivable."""
         with Session(self.engine) as session:
-            return len(list(session.exec(select(InboxEvent.id).where(col(InboxEvent.state) == "pending"))))
+            return list(session.exec(select(InboxEvent).where(col(InboxEvent.state) == "dead")
+                                     .order_by(col(InboxEvent.id)).limit(limit)))
+
+    def redrive(self, event_id: int) -> str:
+        with transaction(self.engine) as session:
+            event = session.get(InboxEvent, event_id)
+            if event is None:
+                return f"no inbox event {event_id}"
+            if event.state != "dead":
+                return f"inbox event {event_id} is {event.state}, not dead"
+            event.state, event.attempts, event.next_attempt_at, event.lease_until = "pending", 0, utcnow(), None
+            session.add(event)
+            return f"inbox event {event_id} queued again"

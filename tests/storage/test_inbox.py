@@ -45,4 +45,7 @@ def test_event_dies_visibly_after_max_attempts(engine: Engine) -> None:
     [event] = inbox.claim(10)
     inbox.retry_later(event.id or 0, "boom", timedelta(seconds=-1), max_attempts=1)
     assert inbox.claim(10) == []
-    assert inbox.pending_count() == 0
+    assert [dead.id for dead in inbox.dead_events()] == [event.id]
+    assert "queued again" in inbox.redrive(event.id or 0)
+    assert [again.id for again in inbox.claim(10)] == [event.id]
+    assert "not dead" in inbox.redrive(event.id or 0)

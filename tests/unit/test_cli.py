@@ -64,3 +64,35 @@ def test_keys_new_makes_a_valid_key(env: str, monkeypatch: pytest.MonkeyPatch) -
     key = runner.invoke(app, ["keys-new"]).output.strip()
     monkeypatch.setenv("BRIDGE_LINK_SIGNING_KEY", key)
     assert runner.invoke(app, ["check-settings"]).exit_code == 0
+
+
+def test_bad_mapping_rules_refuse_to_start_with_the_file_and_field(env: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "clinic.yaml").write_text(
+        "rules:\n  - id: appt\n    resource: Appointment\n    when: {status_enters: [booked]}\n"
+        "    template: {default: appointment_confirmation}\n"
+        "    body: [{kind: patient_name}, {kind: local_time, source: 'Appointment..start'}, {kind: site_label}]\n"
+        "    buttons: []\n")
+    monkeypatch.setenv("BRIDGE_MAPPINGS_DIR", str(rules))
+    refused = runner.invoke(app, ["dead-letters", "list"])
+    assert refused.exit_code == 2
+    assert "clinic.yaml" in refused.output and "patient_name" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def test_inbox_dead_and_retry(env: str) -> None:
+    from datetime import timedelta
+
+    from adapter.inbox import InboxStore
+    from ehr.notifications import IncomingNotification
+
+    engine = make_engine(env)
+    upgrade(engine)
+    inbox = InboxStore(engine)
+    inbox.accept([IncomingNotification("appointment", "resource", "Appointment", "a1", "3")])
+    [event] = inbox.claim(1)
+    inbox.retry_later(event.id or 0, "FhirUnavailableError", timedelta(0), max_attempts=1)
+    assert "Appointment/a1\t1 attempts\tFhirUnavailableError" in runner.invoke(app, ["inbox", "dead"]).output
+    assert "queued again" in runner.invoke(app, ["inbox", "retry", str(event.id)]).output
