@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from wa_helpers import (
     APP_SECRET,
@@ -80,7 +81,9 @@ async def test_failed_delivery_is_retried(receiver: Receiver, start_emulator: Ca
     assert receiver.received[0][1] == receiver.received[2][1]  # the same signed bytes each time
     records: list[dict[str, Any]] = []
     for _ in range(50):  # the emulator records the delivery just after the receiver answered it
-        deliveries = await call("GET", f"{emulator.base_url}/_emulator/webhooks?message_id={result.message_id}")
+        # wamids are base64 like Meta's: '+' and '=' must be escaped in the query string
+        query = urlencode({"message_id": result.message_id})
+        deliveries = await call("GET", f"{emulator.base_url}/_emulator/webhooks?{query}")
         records = deliveries["deliveries"]
         if records and records[0]["delivered"]:
             break
