@@ -167,6 +167,8 @@ class Decider:
                                                          resource_ref=ref, version_id=version),
         )
         key = self._natural_key(rule, resource)
+        if self.outbox.exists(session, key):
+            return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
         try:
             template = render(rule, resource, context)
             check(template, identifying_strings(resource, patient), public=context.public_labels)

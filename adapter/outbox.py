@@ -78,6 +78,11 @@ class OutboxStore:
         return insert_ignoring_duplicates(session, OutboxMessage, [row], "natural_key") == 1
 
     @staticmethod
+    def exists(session: Session, natural_key: str) -> bool:
+        return session.exec(select(OutboxMessage.id).where(col(OutboxMessage.natural_key) == natural_key)).first() \
+            is not None
+
+    @staticmethod
     def dead_on_arrival(session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
                         patient_ref: str, reason: str) -> bool:
         """Records a message that must not be sent (e.g. the PHI guard blocked it) as a dead

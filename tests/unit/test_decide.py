@@ -82,6 +82,8 @@ def test_report_policy_after_amendment(engine: Engine, policy: str, expected: in
     d.record(version(report, 1), patient())
     d.record(version(report, 2, status="amended"), patient())
     assert len(outbox(engine)) == expected
+    with Session(engine) as session:  # no link minted for a message that is not sent
+        assert len(session.exec(select(LinkToken)).all()) == expected
 
 
 def test_results_ready_carries_a_link_and_tokens_are_stored_hashed(engine: Engine) -> None:
