@@ -79,8 +79,8 @@ class OutboxStore:
 
     @staticmethod
     def exists(session: Session, natural_key: str) -> bool:
-        return session.exec(select(OutboxMessage.id).where(col(OutboxMessage.natural_key) == natural_key)).first() \
-            is not None
+        found = session.exec(select(OutboxMessage.id).where(col(OutboxMessage.natural_key) == natural_key))
+        return found.first() is not None
 
     @staticmethod
     def dead_on_arrival(session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
