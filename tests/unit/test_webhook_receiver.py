@@ -66,8 +66,9 @@ def sent_row(outbox: OutboxStore, wamid: str | None = "wamid.S1", state: str = "
 
 def test_verification_handshake(receiver: tuple[str, OutboxStore]) -> None:
     url, _ = receiver
-    ok = httpx.get(url, params={"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "synthetic-challenge-42"})
-    assert ok.status_code == 200 and ok.text == "synthetic-challenge-42" and ok.headers["content-type"].startswith("text/plain")
+    challenge = "synthetic-challenge-42"
+    ok = httpx.get(url, params={"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": challenge})
+    assert ok.status_code == 200 and ok.text == challenge and ok.headers["content-type"].startswith("text/plain")
     bad = httpx.get(url, params={"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"})
     assert bad.status_code == 403
 
