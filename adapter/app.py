@@ -189,7 +189,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         settings.max_notification_bytes))
     app.include_router(build_webhook_router(
         service.engine, [settings.whatsapp_app_secret.get_secret_value().encode()],
-        settings.whatsapp_verify_token.get_secret_value()))
+        settings.whatsapp_verify_token.get_secret_value(),
+        on_stored=lambda: service.pipeline.wake() if service.pipeline else None))
     app.include_router(build_link_router(service.links, service.engine, settings.portal_base_url))
 
     @app.get("/health")

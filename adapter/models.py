@@ -170,9 +170,11 @@ class ActionToken(SQLModel, table=True):
 
 
 class WhatsAppStatus(SQLModel, table=True):
-    """A status webhook, stored once per (message id, status) so a repeat has no second effect."""
+    """A status webhook, stored once per (message id, status) so a repeat has no second effect,
+    and applied to the outbox afterwards, in batches (:mod:`adapter.statuses`)."""
 
     __tablename__ = "wa_status"
+    __table_args__ = (Index("ix_wa_status_pending", "applied_at", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
@@ -183,6 +185,7 @@ class WhatsAppStatus(SQLModel, table=True):
     error_code: int | None = None
     pricing: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     received_at: datetime
+    applied_at: datetime | None = None  # when it was applied to the outbox (stored first, applied after)
 
 
 class InboundMessage(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""The pipeline loop: inbox → decide → outbox → dispatch, ticking on the database's clock.
+"""The pipeline loop: inbox → decide → outbox → dispatch (and stored statuses → outbox), ticking
+on the database's clock.
 
 The database holds all state (DESIGN.md: "the database is the clock"); this loop only wakes up —
 at once when the intake stored something, otherwise every ``tick_seconds`` — claims due work and
@@ -21,6 +22,7 @@ from adapter.decide import Decider, Decision, resource_ref, version_of
 from adapter.dispatch import Dispatcher
 from adapter.inbox import InboxStore
 from adapter.models import FeedWatermark, InboxEvent
+from adapter.statuses import apply_pending
 from ehr.client import FhirClient
 from ehr.errors import FhirError, FhirNotFoundError
 from ehr.notifications import IncomingNotification
@@ -29,6 +31,7 @@ from ehr.subscriptions import SubscriptionSpec
 
 log = logging.getLogger(__name__)
 PING_LOOKBACK = timedelta(hours=1)
+STATUS_BATCH = 500
 INBOX_MAX_ATTEMPTS = 20
 
 
@@ -67,6 +70,7 @@ class Pipeline:
             try:
                 worked = await self.process_inbox_once()
                 worked += await self.dispatcher.run_once()
+                worked += await asyncio.to_thread(apply_pending, self.engine, STATUS_BATCH)
             except Exception:
                 # A bug or a database outage must not kill the loop; it retries next tick.
                 log.exception("pipeline tick failed")

@@ -3,79 +3,30 @@
 - ``GET``: Meta's verification request (``hub.mode=subscribe``, ``hub.verify_token``,
   ``hub.challenge``) — https://developers.facebook.com/docs/graph-api/webhooks/getting-started
 - ``POST``: ``X-Hub-Signature-256`` is checked over the raw bytes before anything is parsed;
-  then every status is stored once per (message id, status) and applied to the outbox
-  monotonically (sent < delivered < read, whatever order they arrive in); inbound message ids are
-  stored once, without their content (handled by later features).
+  then every status is stored once per (message id, status) and inbound message ids once, without
+  their content, before the 200; the pipeline applies them afterwards (:mod:`adapter.statuses`).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from adapter.db import insert_ignoring_duplicates, transaction, utcnow
-from adapter.models import InboundMessage, OutboxMessage, WhatsAppStatus
-from adapter.outbox import OutboxStore, outbox_id_from_callback
+from adapter.statuses import store_batch
 from whatsapp.signature import verify
-from whatsapp.webhook import StatusEvent, WebhookBatch, WebhookPayloadError, parse_webhook
+from whatsapp.webhook import WebhookPayloadError, parse_webhook
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
-STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
 
-def apply_batch(engine: Engine, batch: WebhookBatch) -> int:
-    """Stores and applies a webhook batch in one transaction; returns how many items were new."""
-    now = utcnow()
-    with transaction(engine) as session:
-        status_rows = [
-            {"dedupe_key": f"{s.message_id}:{s.status}", "wamid": s.message_id, "status": s.status,
-             "meta_timestamp": s.timestamp, "callback_data": s.biz_opaque_callback_data,
-             "error_code": s.errors[0].code if s.errors else None,
-             "pricing": json.dumps(s.pricing) if s.pricing else None, "received_at": now}
-            for s in batch.statuses
-        ]
-        new_statuses = insert_ignoring_duplicates(session, WhatsAppStatus, status_rows, "dedupe_key")
-        message_rows = [
-            {"wamid": m.message_id, "message_type": m.type, "meta_timestamp": m.timestamp,
-             "received_at": now, "state": "pending"}
-            for m in batch.messages
-        ]
-        new_messages = insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid")
-        for status in batch.statuses:
-            _apply_status(session, status)
-    return new_statuses + new_messages
-
-
-def _apply_status(session: Session, status: StatusEvent) -> None:
-    row = None
-    callback_id = outbox_id_from_callback(status.biz_opaque_callback_data)
-    if callback_id is not None:
-        row = session.get(OutboxMessage, callback_id)
-        if row is not None:
-            OutboxStore.settle_by_status(row, status.message_id)
-    if row is None or row.wamid != status.message_id:
-        row = session.exec(select(OutboxMessage).where(col(OutboxMessage.wamid) == status.message_id)).first()
-    if row is None:
-        return
-    current = STATUS_RANK.get(row.delivery_status or "", 0)
-    if status.status == "failed":
-        if current < STATUS_RANK["delivered"]:
-            row.delivery_status, row.delivery_status_ts = "failed", status.timestamp
-            row.last_error_code = status.errors[0].code if status.errors else None
-    elif STATUS_RANK.get(status.status, 0) > current:
-        row.delivery_status, row.delivery_status_ts = status.status, status.timestamp
-    session.add(row)
-
-
-def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes],
-                         verify_token: str) -> APIRouter:
+def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_token: str,
+                         on_stored: Callable[[], None] | None = None) -> APIRouter:
+    """``on_stored`` is called after new items were stored (the pipeline wakes up to apply them)."""
     if not app_secrets:
         raise ValueError("a WhatsApp app secret is required: webhooks are refused without one (fail closed)")
     router = APIRouter()
@@ -107,7 +58,8 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes],
             batch = parse_webhook(bytes(body))
         except WebhookPayloadError:
             return JSONResponse({"error": "not a WhatsApp webhook payload"}, status_code=400)
-        await run_in_threadpool(apply_batch, engine, batch)
+        if await run_in_threadpool(store_batch, engine, batch) and on_stored is not None:
+            on_stored()
         return JSONResponse({"status": "ok"})
 
     return router

@@ -1,6 +1,6 @@
 """The WhatsApp webhook receiver over real loopback HTTP, on SQLite and PostgreSQL: verification,
-signature over raw bytes (fail closed), durable dedupe, monotonic statuses, ambiguous-send
-reconciliation."""
+signature over raw bytes (fail closed), durable dedupe before the 200; then the pipeline's status
+step: monotonic statuses, ambiguous-send reconciliation."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from adapter.crypto import FieldCipher
 from adapter.db import transaction, utcnow
 from adapter.models import OutboxMessage, WhatsAppStatus
 from adapter.outbox import OutboxStore, callback_data
+from adapter.statuses import apply_pending
 from adapter.webhooks import build_webhook_router
 from tests.support.asgi_server import serve_in_thread
 from whatsapp.signature import sign
@@ -25,11 +26,22 @@ from whatsapp.signature import sign
 SECRET, OLD_SECRET, VERIFY = b"synthetic-app-secret", b"synthetic-old-secret", "synthetic-verify-token"
 
 
+class Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def append_one(self) -> None:
+        self.count += 1
+
+
+wakes = Wakes()
+
+
 @pytest.fixture
 def receiver(engine: Engine) -> Iterator[tuple[str, OutboxStore]]:
     outbox = OutboxStore(engine, FieldCipher(b"k" * 32))
     app = FastAPI()
-    app.include_router(build_webhook_router(engine, [SECRET, OLD_SECRET], VERIFY))
+    app.include_router(build_webhook_router(engine, [SECRET, OLD_SECRET], VERIFY, on_stored=wakes.append_one))
     with serve_in_thread(app) as url:
         yield f"{url}/whatsapp/webhook", outbox
 
@@ -87,8 +99,14 @@ def test_signature_missing_wrong_and_rotated(receiver: tuple[str, OutboxStore], 
 def test_statuses_are_monotonic_whatever_their_order(receiver: tuple[str, OutboxStore], engine: Engine) -> None:
     url, outbox = receiver
     row_id = sent_row(outbox)
+    before = wakes.count
     for status, ts in (("read", 30), ("sent", 10), ("delivered", 20)):
         assert post(url, status_body("wamid.S1", status, ts)).status_code == 200
+    assert wakes.count == before + 3  # each stored status woke the pipeline
+    with Session(engine) as session:  # stored, not yet applied
+        row = session.get(OutboxMessage, row_id)
+        assert row is not None and row.delivery_status is None
+    assert apply_pending(engine, limit=2) == 2 and apply_pending(engine) == 1 and apply_pending(engine) == 0
     with Session(engine) as session:
         row = session.get(OutboxMessage, row_id)
         assert row is not None and row.delivery_status == "read" and row.delivery_status_ts == 30
@@ -99,6 +117,7 @@ def test_status_with_callback_data_settles_an_ambiguous_send(receiver: tuple[str
     url, outbox = receiver
     row_id = sent_row(outbox, wamid=None, state="queued")  # waiting out the grace period of a lost answer
     assert post(url, status_body("wamid.LATE", "sent", 5, callback=callback_data(row_id))).status_code == 200
+    apply_pending(engine)
     with Session(engine) as session:
         row = session.get(OutboxMessage, row_id)
         assert row is not None and row.state == "sent" and row.wamid == "wamid.LATE"
