@@ -15,6 +15,7 @@ All database effects of one version happen in one transaction, with the inbox ev
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -98,8 +99,9 @@ class Decider:
     # --- the transactional step
 
     def record(self, resource: dict[str, Any], patient: dict[str, Any] | None,
-               inbox_event_id: int | None = None) -> Decision:
-        """Applies one version: outbox rows, skips, resource state and inbox, in one transaction."""
+               inbox_event_id: int | None = None, related: Sequence[dict[str, Any]] = ()) -> Decision:
+        """Applies one version: outbox rows, skips, resource state and inbox, in one transaction.
+        ``related``: the practitioners, locations, … it references, whose names the guard checks too."""
         ref, version = resource_ref(resource), version_of(resource)
         decision = Decision(resource_ref=ref)
         with transaction(self.engine) as session:
@@ -113,7 +115,7 @@ class Decider:
                 decision.duplicate = True
             else:
                 for rule in self.firing_rules(resource, state.status if state else None):
-                    self._apply_rule(session, rule, resource, patient, decision)
+                    self._apply_rule(session, rule, resource, patient, related, decision)
                 state = state or ResourceState(resource_type=resource["resourceType"], resource_id=resource["id"],
                                                processed_at=utcnow())
                 state.version_id, state.status = version, resource.get("status")
@@ -139,8 +141,8 @@ class Decider:
                                      created_at=utcnow()))
         decision.skipped.append((rule.id, reason))
 
-    def _apply_rule(self, session: Session, rule: Rule, resource: dict[str, Any],
-                    patient: dict[str, Any] | None, decision: Decision) -> None:
+    def _apply_rule(self, session: Session, rule: Rule, resource: dict[str, Any], patient: dict[str, Any] | None,
+                    related: Sequence[dict[str, Any]], decision: Decision) -> None:
         patient_ref = patient_reference(resource)
         if patient_ref is None:
             return self._skip(session, rule, resource, None, "no_patient_reference", decision)
@@ -171,7 +173,7 @@ class Decider:
             return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
         try:
             template = render(rule, resource, context)
-            check(template, identifying_strings(resource, patient), public=context.public_labels)
+            check(template, identifying_strings(resource, patient, related), public=context.public_labels)
         except RenderError as error:
             return self._skip(session, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
         except PhiLeakError as leak:

@@ -22,6 +22,7 @@ from adapter.decide import Decider, Decision, resource_ref, version_of
 from adapter.dispatch import Dispatcher
 from adapter.inbox import InboxStore
 from adapter.models import FeedWatermark, InboxEvent
+from adapter.related import RelatedReader
 from adapter.statuses import apply_pending
 from ehr.client import FhirClient
 from ehr.errors import FhirError, FhirNotFoundError
@@ -44,6 +45,7 @@ class Pipeline:
         self.decider = decider
         self.fhir = fhir
         self.dispatcher = dispatcher
+        self.related = RelatedReader(fhir)
         self.specs = specs
         self.tick_seconds = tick_seconds
         self.inbox_batch = inbox_batch
@@ -126,12 +128,15 @@ class Pipeline:
             if inbox_event_id is not None:
                 await asyncio.to_thread(self._finish, inbox_event_id)
             return Decision(resource_ref=resource_ref(resource), duplicate=True)
-        patient = None
+        patient, related = None, []
         if self.decider.firing_rules(resource, previous_status):
             reference = patient_reference(resource)
             if reference is not None:
-                patient = await self._read_patient(reference)
-        decision = await asyncio.to_thread(self.decider.record, resource, patient, inbox_event_id)
+                patient, related = await asyncio.gather(self._read_patient(reference),
+                                                        self.related.read_all(resource))
+            else:
+                related = await self.related.read_all(resource)
+        decision = await asyncio.to_thread(self.decider.record, resource, patient, inbox_event_id, related)
         if decision.queued:
             self.wake()
         return decision
