@@ -1,4 +1,9 @@
-"""Parsing Meta's messages webhooks: every entry, change and item; unknown fields tolerated."""
+"""Parsing Meta's webhooks: messages (with BSUIDs, system messages), statuses, template status and quality.
+
+Shapes follow Meta's webhook references (Incoming messages, Status messages, System messages,
+message_template_status_update, message_template_quality_update, Business-scoped user IDs); all numbers
+are synthetic (+1 201-555-01xx) and BSUIDs are made up in Meta's documented format (``US.<digits>``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from whatsapp.webhook import WebhookPayloadError, parse_webhook
+from whatsapp.webhook import (
+    InboundMessage,
+    TemplateQualityEvent,
+    TemplateStatusEvent,
+    WebhookPayloadError,
+    parse_webhook,
+)
 
 METADATA = {"display_phone_number": "12015550100", "phone_number_id": "100000000000001"}
 
@@ -46,6 +57,7 @@ def test_statuses_across_entries_and_changes() -> None:
     ))
     assert [(s.message_id, s.status) for s in batch.statuses] == [
         ("wamid.A1", "sent"), ("wamid.A1", "delivered"), ("wamid.A1", "read"), ("wamid.B2", "failed")]
+    assert [t.event for t in batch.template_statuses] == ["APPROVED"]
     sent = batch.statuses[0]
     assert sent.timestamp == 1750857384
     assert sent.recipient_id == "12015550123"
@@ -123,3 +135,220 @@ def test_empty_entry_list_is_an_empty_batch() -> None:
 def test_bodies_that_are_not_webhooks_raise(bad: bytes) -> None:
     with pytest.raises(WebhookPayloadError):
         parse_webhook(bad)
+
+
+# -- business-scoped user ids ---------------------------------------------------------------------------------
+
+BSUID = "US.13491208655302741918"
+BSUID_2 = "US.20000000000000000002"
+
+
+def text_message(**fields: Any) -> dict[str, Any]:
+    return {"id": "wamid.M", "timestamp": "1750857600", "type": "text", "text": {"body": "hi"}, **fields}
+
+
+def one_message(message: dict[str, Any], contacts: list[dict[str, Any]] | None = None) -> InboundMessage:
+    value: dict[str, Any] = {"messages": [message]}
+    if contacts is not None:
+        value["contacts"] = contacts
+    [parsed] = parse_webhook(body([change(value)])).messages
+    return parsed
+
+
+def test_message_with_number_and_bsuid() -> None:
+    contacts = [{"profile": {"name": "Test User", "username": "@tester"}, "wa_id": "12015550123", "user_id": BSUID}]
+    message = one_message(text_message(**{"from": "12015550123", "from_user_id": BSUID}), contacts)
+    assert (message.from_id, message.from_user_id) == ("12015550123", BSUID)
+
+
+def test_username_user_without_a_number() -> None:
+    contacts = [{"profile": {"name": "Test User", "username": "@tester"}, "user_id": BSUID}]
+    message = one_message(text_message(from_user_id=BSUID), contacts)
+    assert (message.from_id, message.from_user_id) == (None, BSUID)
+    assert not any(getattr(message, f) == "@tester" for f in message.__slots__)  # usernames are not kept
+
+
+def test_missing_identifier_is_taken_from_the_matching_contact() -> None:
+    contacts = [{"wa_id": "12015550124", "user_id": BSUID_2}, {"wa_id": "12015550123", "user_id": BSUID}]
+    by_number = one_message(text_message(**{"from": "12015550123"}), contacts)
+    assert (by_number.from_id, by_number.from_user_id) == ("12015550123", BSUID)
+    by_bsuid = one_message(text_message(from_user_id=BSUID_2), contacts)
+    assert (by_bsuid.from_id, by_bsuid.from_user_id) == ("12015550124", BSUID_2)
+
+
+def test_the_only_contact_completes_a_message_that_names_no_sender() -> None:
+    message = one_message(text_message(), [{"wa_id": "12015550123", "user_id": BSUID}])
+    assert (message.from_id, message.from_user_id) == ("12015550123", BSUID)
+
+
+def test_a_contact_that_contradicts_the_message_is_not_used() -> None:
+    message = one_message(text_message(**{"from": "12015550123"}), [{"wa_id": "12015550124", "user_id": BSUID}])
+    assert (message.from_id, message.from_user_id) == ("12015550123", None)
+    several = one_message(text_message(**{"from": "12015550125"}),
+                          [{"wa_id": "12015550123", "user_id": BSUID}, {"wa_id": "12015550124", "user_id": BSUID_2}])
+    assert several.from_user_id is None
+
+
+@pytest.mark.parametrize("contacts", [None, [], [{"profile": {"name": "Test User"}}],
+                                      [{"wa_id": "12015550123"}, {"wa_id": "12015550124"}]])
+def test_a_message_must_name_its_sender(contacts: list[dict[str, Any]] | None) -> None:
+    with pytest.raises(WebhookPayloadError, match="neither from nor from_user_id"):
+        one_message(text_message(), contacts)
+
+
+def test_status_recipient_bsuid() -> None:
+    contacts = [{"wa_id": "12015550123", "user_id": BSUID}]
+    to_bsuid = {"id": "wamid.S1", "status": "delivered", "timestamp": "1750857700", "recipient_user_id": BSUID}
+    to_number = {"id": "wamid.S2", "status": "read", "timestamp": "1750857701", "recipient_id": "12015550123"}
+    failed = {"id": "wamid.S3", "status": "failed", "timestamp": "1750857702", "recipient_id": "12015550124",
+              "errors": [{"code": 131026, "title": "Message undeliverable"}]}
+    batch = parse_webhook(body([change({"contacts": contacts, "statuses": [to_bsuid, to_number]}),
+                                change({"statuses": [failed]})]))  # failed statuses come without contacts
+    assert [(s.recipient_id, s.recipient_user_id) for s in batch.statuses] == [
+        ("12015550123", BSUID), ("12015550123", BSUID), ("12015550124", None)]
+
+
+# -- system messages ------------------------------------------------------------------------------------------
+
+def system_message(system: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"id": "wamid.SYS", "timestamp": "1739321024", "type": "system", "system": system, **fields}
+
+
+def test_user_changed_number() -> None:
+    message = one_message(system_message(
+        {"body": "User Test User changed from 12015550123 to 12015550124", "wa_id": "12015550124",
+         "user_id": BSUID_2, "type": "user_changed_number"},
+        **{"from": "12015550123", "from_user_id": BSUID}))
+    assert (message.type, message.system_type) == ("system", "user_changed_number")
+    assert (message.from_id, message.from_user_id) == ("12015550123", BSUID)
+    assert (message.new_wa_id, message.new_user_id) == ("12015550124", BSUID_2)
+    assert message.text is None  # the system body quotes the profile name and both numbers: not kept
+
+
+def test_older_customer_changed_number_spelling() -> None:
+    message = one_message(system_message(
+        {"body": "Test User changed from 12015550123 to 12015550124", "new_wa_id": "12015550124",
+         "customer": "12015550123", "type": "customer_changed_number"}))
+    assert (message.system_type, message.from_id, message.new_wa_id) == (
+        "user_changed_number", "12015550123", "12015550124")
+
+
+def test_user_changed_user_id() -> None:
+    message = one_message(system_message({"body": "User changed their business-scoped user ID", "user_id": BSUID_2,
+                                          "type": "user_changed_user_id"}, from_user_id=BSUID))
+    assert (message.system_type, message.from_id, message.from_user_id) == ("user_changed_user_id", None, BSUID)
+    assert (message.new_wa_id, message.new_user_id) == (None, BSUID_2)
+
+
+# -- interactive replies --------------------------------------------------------------------------------------
+
+def interactive(content: dict[str, Any]) -> InboundMessage:
+    return one_message({"from": "12015550123", "id": "wamid.I", "timestamp": "1", "type": "interactive",
+                        "interactive": content})
+
+
+def test_interactive_type_is_kept() -> None:
+    button = interactive({"type": "button_reply", "button_reply": {"id": "confirm", "title": "Confirm"}})
+    listed = interactive({"type": "list_reply", "list_reply": {"id": "billing", "title": "Billing",
+                                                               "description": "Invoices and payments"}})
+    flow = interactive({"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                                                           "response_json": "{\"flow_token\": \"t\"}"}})
+    untyped = interactive({"list_reply": {"id": "billing", "title": "Billing"}})
+    assert [(m.interactive_type, m.interactive_reply_id, m.interactive_reply_title)
+            for m in (button, listed, flow, untyped)] == [
+        ("button_reply", "confirm", "Confirm"), ("list_reply", "billing", "Billing"), ("nfm_reply", None, None),
+        (None, "billing", "Billing")]
+
+
+# -- template status and quality ------------------------------------------------------------------------------
+
+def template_change(value: dict[str, Any], field: str = "message_template_status_update",
+                    time: int | None = 1751247548) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": "100000000000002", "changes": [{"value": value, "field": field}]}
+    if time is not None:
+        entry["time"] = time
+    return {"object": "whatsapp_business_account", "entry": [entry]}
+
+
+def test_template_status_events() -> None:
+    approved = {"event": "APPROVED", "message_template_id": 100000000000011,
+                "message_template_name": "appointment_confirmation", "message_template_language": "en_US",
+                "reason": "NONE", "message_template_category": "UTILITY"}
+    rejected = {**approved, "event": "REJECTED", "reason": "INVALID_FORMAT",
+                "rejection_info": {"reason": "Variables at the end", "recommendation": "Add text after it"}}
+    paused = {**approved, "event": "PAUSED", "reason": "NONE",
+              "other_info": {"title": "FIRST_PAUSE", "description": "Paused for 3 hours"}}
+    deleting = {**approved, "event": "PENDING_DELETION", "reason": None}
+    parsed = [parse_webhook(template_change(v)).template_statuses[0] for v in (approved, rejected, paused, deleting)]
+    assert parsed[0] == TemplateStatusEvent(
+        template_id="100000000000011", name="appointment_confirmation", language="en_US", event="APPROVED",
+        reason="NONE", category="UTILITY", title=None, waba_id="100000000000002", entry_time=1751247548)
+    assert [(t.event, t.reason, t.title) for t in parsed] == [
+        ("APPROVED", "NONE", None), ("REJECTED", "INVALID_FORMAT", None), ("PAUSED", "NONE", "FIRST_PAUSE"),
+        ("PENDING_DELETION", None, None)]
+    assert parse_webhook(template_change(approved, time=None)).template_statuses[0].entry_time is None
+
+
+def test_template_quality_updates_have_their_own_list() -> None:
+    value = {"previous_quality_score": "GREEN", "new_quality_score": "YELLOW", "message_template_id": 100000000000011,
+             "message_template_name": "appointment_confirmation", "message_template_language": "en_US"}
+    expected = TemplateQualityEvent(template_id="100000000000011", name="appointment_confirmation",
+                                    language="en_US", new_score="YELLOW", previous_score="GREEN",
+                                    waba_id="100000000000002", entry_time=1674864290)
+    for field in ("message_template_quality_update", "message_template_status_update"):  # the second: docs' typo
+        batch = parse_webhook(template_change(value, field=field, time=1674864290))
+        assert batch.template_quality == [expected] and batch.template_statuses == []
+
+
+def test_template_events_alongside_messages() -> None:
+    document = body([change({"statuses": [READ]})])
+    document["entry"].append(template_change({"event": "DISABLED", "message_template_name": "results_ready",
+                                              "message_template_language": "es", "reason": None})["entry"][0])
+    batch = parse_webhook(document)
+    assert [s.message_id for s in batch.statuses] == ["wamid.A1"]
+    assert [(t.name, t.language, t.event) for t in batch.template_statuses] == [("results_ready", "es", "DISABLED")]
+
+
+@pytest.mark.parametrize("value", [{"message_template_name": "x"}, {"event": ""}, {"event": 3}])
+def test_template_status_without_event_raises(value: dict[str, Any]) -> None:
+    with pytest.raises(WebhookPayloadError, match="event is missing"):
+        parse_webhook(template_change(value))
+
+
+def test_other_fields_are_ignored() -> None:
+    batch = parse_webhook(template_change({"phone_number": "12015550100", "event": "VERIFIED_ACCOUNT"},
+                                          field="account_update"))
+    assert batch == parse_webhook(body())
+
+
+# -- raw bytes as Meta sends them -----------------------------------------------------------------------------
+
+def test_raw_message_with_slash_and_unicode_escapes() -> None:
+    raw = (b'{"object":"whatsapp_business_account","entry":[{"id":"100000000000002","changes":[{"value":'
+           b'{"messaging_product":"whatsapp","metadata":{"display_phone_number":"12015550100",'
+           b'"phone_number_id":"100000000000001"},"contacts":[{"profile":{"name":"Jos\\u00e9"},'
+           b'"wa_id":"12015550123","user_id":"US.13491208655302741918"}],"messages":[{"from":"12015550123",'
+           b'"id":"wamid.HBgLMTIwMTU1NTAxMjMVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=","timestamp":"1750857600",'
+           b'"type":"text","text":{"body":"\\u00bfMa\\u00f1ana a las 10:30? S\\u00ed \\/ ok \\ud83d\\udc4d"}}]},'
+           b'"field":"messages"}]}]}')
+    [message] = parse_webhook(raw).messages
+    assert message.text == "¿Mañana a las 10:30? Sí / ok 👍"
+    assert message.from_user_id == BSUID
+    assert message.message_id.endswith("MUMxMAA=")
+
+
+def test_raw_template_status_with_escapes_and_integer_id() -> None:
+    raw = (b'{"entry":[{"id":"100000000000002","time":1751247548,"changes":[{"value":{"event":"REJECTED",'
+           b'"message_template_id":100000000000011,"message_template_name":"results_ready",'
+           b'"message_template_language":"es","reason":"INVALID_FORMAT","message_template_category":"UTILITY",'
+           b'"rejection_info":{"reason":"El bot\\u00f3n \\/l\\/{{1}} no es v\\u00e1lido","recommendation":"-"}},'
+           b'"field":"message_template_status_update"}]}],"object":"whatsapp_business_account"}')
+    [event] = parse_webhook(raw).template_statuses
+    assert (event.template_id, event.name, event.language, event.event, event.reason, event.entry_time) == (
+        "100000000000011", "results_ready", "es", "REJECTED", "INVALID_FORMAT", 1751247548)
+
+
+def test_raw_utf8_bytes_without_escapes() -> None:
+    raw = json.dumps(body([change({"messages": [text_message(**{"from": "12015550123", "text": {
+        "body": "Cancelar cita ✓"}})]})]), ensure_ascii=False).encode("utf-8")
+    assert parse_webhook(raw).messages[0].text == "Cancelar cita ✓"
