@@ -20,22 +20,30 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.alerts import count_open
 from adapter.consent import consent_source
-from adapter.crypto import FieldCipher
+from adapter.contacts import ContactBook
+from adapter.control import sending_paused
+from adapter.crypto import BlindIndex, FieldCipher
 from adapter.db import make_engine, upgrade
 from adapter.decide import DecideConfig, Decider
 from adapter.dispatch import Dispatcher, RetryPolicy
+from adapter.fallback_hook import FallbackHook
+from adapter.inbound import InboundProcessor
 from adapter.inbox import InboxStore
-from adapter.models import InboxEvent, OutboxMessage
-from adapter.outbox import OutboxStore
+from adapter.models import InboundMessage, InboxEvent, OutboxMessage, TemplateState
+from adapter.outbox import ClaimRules, OutboxStore
 from adapter.pipeline import Pipeline
-from adapter.settings import Settings
+from adapter.ratelimit import TokenBucket
+from adapter.settings import Settings, SettingsError
+from adapter.templates import TemplateGate
 from adapter.webhooks import build_webhook_router
 from ehr.auth import auth_from_settings
 from ehr.client import FhirClient
 from ehr.errors import FhirError
 from ehr.intake import build_intake_router
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, SubscriptionState, ensure_subscriptions
+from mappings.conversation import Conversation
 from mappings.rules import RuleSet, load_rules
 from portal_links.routes import build_link_router
 from portal_links.store import LinkStore
@@ -61,10 +69,13 @@ class Service:
     links: LinkStore
     decider: Decider
     specs: dict[str, Any]
+    inbound: InboundProcessor
     fhir: FhirClient | None = None
     sender: CloudApiSender | None = None
     pipeline: Pipeline | None = None
     dispatcher: Dispatcher | None = None
+    hook: FallbackHook | None = None
+    template_sync_error: str | None = None
     subscriptions: list[SubscriptionState] = field(default_factory=list)
     subscription_error: str | None = None
 
@@ -75,7 +86,10 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     catalogue = TemplateCatalogue.load(public_base_url=settings.public_base_url)
     rules = load_rules(settings.mappings_dir, catalogue, settings.phi_profile)
     cipher = FieldCipher(settings.key_bytes("data_encryption_key"))
-    outbox = OutboxStore(engine, cipher)
+    contacts = ContactBook(BlindIndex(settings.key_bytes("data_encryption_key")), cipher)
+    outbox = OutboxStore(engine, contacts, ClaimRules(
+        pair_interval=timedelta(seconds=settings.whatsapp_pair_interval_seconds),
+        templates=TemplateGate(settings.whatsapp_fallback_template)))
     links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key")), timedelta(hours=settings.link_ttl_hours))
     decider = Decider(
         engine, rules, catalogue, consent_source(settings.consent_source), outbox, links,
@@ -84,7 +98,12 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
                      default_phone_region=settings.default_phone_region, report_policy=settings.report_policy),
     )
     specs = {spec.key: spec for spec in DEFAULT_SUBSCRIPTION_SPECS}
-    return Service(settings, engine, catalogue, rules, cipher, InboxStore(engine), outbox, links, decider, specs)
+    if settings.whatsapp_fallback_template and not catalogue.languages(settings.whatsapp_fallback_template):
+        raise SettingsError([f"whatsapp_fallback_template: no template named {settings.whatsapp_fallback_template!r} "
+                             f"in the catalogue (known: {', '.join(catalogue.names())})"])
+    inbound = InboundProcessor(engine, outbox, Conversation.load(), settings.default_language)
+    return Service(settings, engine, catalogue, rules, cipher, InboxStore(engine), outbox, links, decider, specs,
+                   inbound)
 
 
 def make_fhir_client(settings: Settings) -> FhirClient:
@@ -110,12 +129,18 @@ async def start(service: Service) -> None:
         RetryPolicy(settings.dispatch_max_attempts, settings.dispatch_backoff_seconds,
                     settings.dispatch_backoff_max_seconds),
         batch_size=settings.dispatch_batch_size, concurrency=settings.whatsapp_max_connections,
+        bucket=TokenBucket(settings.whatsapp_messages_per_second),
     )
+    if settings.undeliverable_hook_url:
+        service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url)
     service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
-                                service.specs, tick_seconds=settings.tick_seconds)
+                                service.specs, tick_seconds=settings.tick_seconds, inbound=service.inbound,
+                                hook=service.hook)
 
 
 async def stop(service: Service) -> None:
+    if service.hook is not None:
+        await service.hook.aclose()
     if service.sender is not None:
         await service.sender.aclose()
     if service.fhir is not None:
@@ -140,19 +165,48 @@ async def keep_subscriptions(service: Service, stop_event: asyncio.Event) -> Non
             await asyncio.wait_for(stop_event.wait(), SUBSCRIPTION_RETRY.total_seconds())
 
 
+async def keep_template_states(service: Service, stop_event: asyncio.Event) -> None:
+    """Reads the templates' review states from the WABA; while Meta is unreachable, tries again."""
+    from adapter.template_sync import read_states
+    from whatsapp.errors import WhatsAppError
+
+    while not stop_event.is_set():
+        try:
+            count = await read_states(service.settings, service.engine)
+            service.template_sync_error = None
+            log.info("read the review state of %d templates", count)
+            return
+        except WhatsAppError as error:
+            service.template_sync_error = f"{type(error).__name__}: {error}"
+            log.warning("could not read template states (%s); retrying in %ss", type(error).__name__,
+                        int(SUBSCRIPTION_RETRY.total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_event.wait(), SUBSCRIPTION_RETRY.total_seconds())
+
+
 def health(service: Service) -> dict[str, Any]:
     """Counts and states only: no identifiers, no PHI."""
     with Session(service.engine) as session:
         outbox = dict(session.exec(select(OutboxMessage.state, func.count()).group_by(col(OutboxMessage.state))).all())
         inbox = dict(session.exec(select(InboxEvent.state, func.count()).group_by(col(InboxEvent.state))).all())
-    dispatcher = service.dispatcher
+        inbound = dict(session.exec(select(InboundMessage.state, func.count())
+                                    .group_by(col(InboundMessage.state))).all())
+        alerts = count_open(session)
+        templates = dict(session.exec(select(TemplateState.status, func.count())
+                                      .group_by(col(TemplateState.status))).all())
+    paused = sending_paused(service.engine)
     return {
-        "status": "ok" if not (dispatcher and dispatcher.breaker_open) else "degraded",
+        "status": "degraded" if paused or alerts else "ok",
         "mode": service.settings.mode,
         "inbox": inbox,
         "outbox": outbox,
-        "sending_paused": bool(dispatcher and dispatcher.breaker_open),
-        "sending_paused_reason": dispatcher.breaker_reason if dispatcher and dispatcher.breaker_open else None,
+        "inbound": inbound,
+        "sending_paused": paused is not None,
+        "sending_paused_reason": paused.reason if paused else None,
+        "sending_paused_since": paused.set_at.isoformat() if paused else None,
+        "alerts": alerts,
+        "templates": templates,
+        "template_sync_error": service.template_sync_error,
         "subscriptions": [{"key": s.key, "status": s.status, "action": s.action} for s in service.subscriptions],
         "subscription_error": service.subscription_error,
     }
@@ -170,6 +224,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         tasks = [asyncio.create_task(service.pipeline.run(stop_event), name="pipeline")]
         if settings.manage_subscriptions:
             tasks.append(asyncio.create_task(keep_subscriptions(service, stop_event), name="subscriptions"))
+        if settings.whatsapp_sync_templates:
+            tasks.append(asyncio.create_task(keep_template_states(service, stop_event), name="templates"))
         try:
             yield
         finally:
@@ -188,9 +244,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(), list(service.specs),
         settings.max_notification_bytes))
     app.include_router(build_webhook_router(
-        service.engine, [settings.whatsapp_app_secret.get_secret_value().encode()],
-        settings.whatsapp_verify_token.get_secret_value(),
-        on_stored=lambda: service.pipeline.wake() if service.pipeline else None))
+        service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
+        service.outbox.contacts, on_stored=lambda: service.pipeline.wake() if service.pipeline else None))
     app.include_router(build_link_router(service.links, service.engine, settings.portal_base_url))
 
     @app.get("/health")

@@ -33,6 +33,12 @@ app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(consent_app, name="consent")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(inbox_app, name="inbox")
+sending_app = typer.Typer(help="The sending circuit breaker.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Things an operator must look at.", no_args_is_help=True)
+templates_app = typer.Typer(help="Message templates in the WhatsApp Business Account.", no_args_is_help=True)
+app.add_typer(sending_app, name="sending")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(templates_app, name="templates")
 
 
 def _say(text: str) -> None:
@@ -250,6 +256,74 @@ def inbox_retry(event_id: Annotated[int, typer.Argument(help="The event's id (se
     from adapter.inbox import InboxStore
 
     typer.echo(InboxStore(_engine(_settings())).redrive(event_id))
+
+
+@sending_app.command("status")
+def sending_status() -> None:
+    """Whether sending is paused (an account-level error from Meta), since when and why."""
+    from adapter.control import sending_paused
+
+    flag = sending_paused(_engine(_settings()))
+    typer.echo("sending: running" if flag is None else f"sending: PAUSED since {flag.set_at:%Y-%m-%d %H:%M:%S} UTC "
+                                                         f"({flag.reason})")
+
+
+@sending_app.command("resume")
+def sending_resume() -> None:
+    """Resume sending after fixing the cause of the pause (token, policy, payment, ...)."""
+    from adapter.control import resume_sending
+
+    typer.echo("sending resumed" if resume_sending(_engine(_settings())) else "sending was not paused")
+
+
+@alerts_app.command("list")
+def alerts_list() -> None:
+    """Open alerts: id, time, kind, detail."""
+    from adapter.alerts import open_alerts
+
+    for alert in open_alerts(_engine(_settings())):
+        typer.echo(f"{alert.id}\t{alert.created_at:%Y-%m-%d %H:%M:%S}\t{alert.kind}\t{alert.detail}")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[int | None, typer.Argument(help="One alert's id; all when omitted.")] = None,
+) -> None:
+    """Acknowledge an alert (or all of them) once handled."""
+    from adapter.alerts import acknowledge
+
+    typer.echo(f"acknowledged {acknowledge(_engine(_settings()), alert_id)}")
+
+
+@templates_app.command("sync")
+def templates_sync() -> None:
+    """Create the project's templates the WABA lacks, and record every template's review state."""
+    from adapter.template_sync import sync
+    from whatsapp.catalogue import TemplateCatalogue
+    from whatsapp.errors import WhatsAppError
+
+    settings = _settings()
+    engine = _engine(settings)
+    try:
+        report = asyncio.run(sync(settings, engine, TemplateCatalogue.load(public_base_url=settings.public_base_url)))
+    except WhatsAppError as error:
+        typer.secho(f"could not reach the WhatsApp Business Account: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    for item in report.items:
+        typer.echo(f"{item.name}\t{item.language}\t{item.action}\t{item.remote_status or '-'}"
+                   + (f"\t{item.error_code or ''} {item.error}" if item.error else ""))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@templates_app.command("status")
+def templates_status() -> None:
+    """The review state of each template, as last synced or reported by Meta's webhooks."""
+    from adapter.templates import list_states
+
+    for state in sorted(list_states(_engine(_settings())), key=lambda s: (s.name, s.language)):
+        typer.echo(f"{state.name}\t{state.language}\t{state.status}\t{state.updated_at:%Y-%m-%d %H:%M}"
+                   + (f"\t{state.reason}" if state.reason else ""))
 
 
 @app.command()

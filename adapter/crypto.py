@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
 class DecryptionError(Exception):
@@ -54,3 +57,26 @@ class FieldCipher:
             return self._aead.decrypt(_unb64(nonce), _unb64(sealed), context.encode("utf-8")).decode("utf-8")
         except InvalidTag as exc:
             raise DecryptionError("value does not authenticate for this row") from exc
+
+
+class BlindIndex:
+    """A keyed, deterministic index of a secret value (HMAC-SHA256), so an encrypted phone number or
+    user id can be found without decrypting every row, and without the database alone revealing it.
+
+    The index key is derived from the configured key with HKDF under its own label, so the index
+    and the ciphertexts never share a key.
+    """
+
+    def __init__(self, key: bytes, *, label: bytes = b"bridge blind index v1") -> None:
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(key)
+
+    def of(self, value: str) -> bytes:
+        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()
+
+    def phone(self, number: str) -> bytes:
+        """Index of a phone number, whatever its punctuation: Meta's ``wa_id`` is digits only."""
+        return self.of("phone:" + "".join(ch for ch in number if ch.isdigit()))
+
+    def user_id(self, bsuid: str) -> bytes:
+        """Index of a business-scoped user id (e.g. ``US.1349…``), kept exactly as Meta sent it."""
+        return self.of("bsuid:" + bsuid.strip())

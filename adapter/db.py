@@ -118,3 +118,19 @@ def insert_ignoring_duplicates(session: Session, model: type[SQLModel], rows: li
         statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
     result = session.execute(statement.returning(table.c[key]), rows)
     return len(result.all())
+
+
+def upsert(session: Session, model: type[SQLModel], row: dict[str, Any], key: str, update: list[str]) -> None:
+    """Inserts ``row``, or updates ``update`` columns of the row with the same ``key``, in one
+    statement: safe when several sessions write the same key at once."""
+    table = table_of(model)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(table).values(**row)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).values(**row)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[key], set_={column: statement.excluded[column] for column in update}))

@@ -225,6 +225,25 @@ def _link_walkthrough(stack: DemoStack, messages: list[dict[str, Any]]) -> str:
     return "Portal link: none sent"
 
 
+def _stop_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]]) -> str:
+    """The English patient replies STOP: opted out, told so once, and the next booking sends nothing."""
+    from sqlmodel import Session
+
+    from adapter.models import ConsentRecord
+
+    patient_ref = f"Patient/{made['patient_en']['id']}"
+    phone = made["patient_en"]["telecom"][0]["value"]
+    httpx.post(f"{stack.emulator.base_url}/_emulator/inbound", json={"from": phone, "text": "STOP"},
+               timeout=10).raise_for_status()
+    reply = wait_for(lambda: [m for m in _messages(stack, 0) or [] if (m.get("payload") or m).get("type") == "text"],
+                     20, "the STOP confirmation")
+    body = (reply[0].get("payload") or reply[0])["text"]["body"]
+    with Session(_engine(stack)) as session:
+        record = session.get(ConsentRecord, patient_ref)
+    return (f"Patient replied STOP → consent {record.status if record else '?'} (source: chat); "
+            f"confirmation sent once, as free-form text inside the 24-hour window:\n  {body}")
+
+
 def _subscriptions_ready(stack: DemoStack) -> bool:
     health = httpx.get(f"{stack.settings.public_base_url}/health", timeout=5).json()
     return bool(health["subscriptions"]) and all(s["status"] in ("active", "requested")
@@ -268,6 +287,7 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
     for line in _skip_lines(stack):
         say(line)
     say(_link_walkthrough(stack, messages))
+    say(_stop_walkthrough(stack, made))
     say(f"PHI check: {leaked_total} of {len(identifying)} identifying strings of the synthetic patients, "
         "appointments and reports appear in what WhatsApp received.")
     if keep_running:

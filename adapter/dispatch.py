@@ -1,10 +1,14 @@
-"""Dispatch: claim due outbox rows, send them concurrently, record what happened.
+"""Dispatch: claim due outbox rows, send them concurrently under the phone number's token bucket,
+record what happened.
 
-Retry policy by error class (:mod:`whatsapp.errors`): transient → exponential backoff with
-jitter; pair rate limit → only that recipient waits; ambiguous (the request may have reached
-Meta) → wait for a status carrying our ``biz_opaque_callback_data`` and resend only after a grace
-period; undeliverable or configuration errors → dead letter; account-level errors → open the
-circuit breaker so no further sends are attempted until it cools down.
+What each error class means (:mod:`whatsapp.errors`, Meta's error-codes reference):
+transient → exponential backoff with jitter; pair rate limit (131056) → only that recipient waits
+(≥ 6 s); window closed (131047) → re-planned as the message's fallback template; ambiguous (the
+request may have reached Meta) → wait for a status carrying our ``biz_opaque_callback_data`` and
+resend only after a grace period; undeliverable (131026 …) → dead letter and the optional fallback
+hook; configuration errors (100, 132xxx …) → dead letter and an operator alert, no retries;
+account-level errors (190, 368, 131031, 131042 …) → sending pauses for every instance until an admin
+runs ``bridge sending resume`` (:mod:`adapter.control`).
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from adapter.control import sending_paused
 from adapter.db import utcnow
+from adapter.models import ServiceFlag
 from adapter.outbox import ClaimedMessage, OutboxStore, SendOutcome
+from adapter.ratelimit import TokenBucket
 from whatsapp.errors import (
     AccountBlockedError,
     AmbiguousSendError,
@@ -31,7 +39,8 @@ from whatsapp.errors import (
 
 log = logging.getLogger(__name__)
 AMBIGUOUS_GRACE = timedelta(minutes=2)
-BREAKER_COOLDOWN = timedelta(minutes=5)
+PAUSED_RECHECK = timedelta(minutes=1)  # when a paused account's messages are looked at again
+FLAG_CACHE_SECONDS = 1.0
 
 
 class MessageSender(Protocol):
@@ -52,44 +61,63 @@ class RetryPolicy:
 
 class Dispatcher:
     def __init__(self, outbox: OutboxStore, sender: MessageSender, policy: RetryPolicy, *,
-                 batch_size: int, concurrency: int) -> None:
+                 batch_size: int, concurrency: int, bucket: TokenBucket | None = None) -> None:
         self.outbox = outbox
         self.sender = sender
         self.policy = policy
         self.batch_size = batch_size
+        self.bucket = bucket
         self._slots = asyncio.Semaphore(concurrency)
-        self.breaker_open_until: datetime | None = None
-        self.breaker_reason: str | None = None
+        self._paused: ServiceFlag | None = None
+        self._paused_read_at = -FLAG_CACHE_SECONDS
+        self._pausing: str | None = None  # an account-level error seen in the current batch
 
     @property
     def breaker_open(self) -> bool:
-        return self.breaker_open_until is not None and utcnow() < self.breaker_open_until
+        return self._paused is not None
+
+    @property
+    def breaker_reason(self) -> str | None:
+        return self._paused.reason if self._paused else None
+
+    async def refresh_pause(self) -> bool:
+        now = time.monotonic()
+        if now - self._paused_read_at >= FLAG_CACHE_SECONDS:
+            self._paused = await asyncio.to_thread(sending_paused, self.outbox.engine)
+            self._paused_read_at = now
+        return self._paused is not None
 
     async def run_once(self) -> int:
         """One tick: returns how many messages were attempted."""
-        if self.breaker_open:
+        if await self.refresh_pause():
             return 0
         claimed = await asyncio.to_thread(self.outbox.claim_due, self.batch_size)
         if not claimed:
             return 0
+        self._pausing = None
         outcomes = await asyncio.gather(*(self._send(message) for message in claimed))
         await asyncio.to_thread(self.outbox.record, list(outcomes))
+        if self._pausing:
+            self._paused_read_at = -FLAG_CACHE_SECONDS  # read the new pause at once
         return len(claimed)
 
     async def _send(self, message: ClaimedMessage) -> SendOutcome:
         async with self._slots:
-            if self.breaker_open:  # opened by another send of this batch
-                return self._retry(message, None, utcnow() + BREAKER_COOLDOWN)
+            if self._pausing:  # an account-level error in this batch: do not make it worse
+                return self._retry(message, None, utcnow() + PAUSED_RECHECK)
+            if self.bucket is not None:
+                await self.bucket.acquire()
+            sent_at = utcnow()
             try:
                 result = await self.sender.send(message.request)
             except WhatsAppError as error:
-                return self._classify(message, error)
-        return SendOutcome(message.outbox_id, message.attempt_id, "sent", wamid=result.message_id)
+                return replace(self._classify(message, error), sent_at=sent_at)
+        return SendOutcome(message.outbox_id, message.attempt_id, "sent", wamid=result.message_id, sent_at=sent_at)
 
     def _retry(self, message: ClaimedMessage, error: WhatsAppError | None, at: datetime) -> SendOutcome:
         return SendOutcome(message.outbox_id, message.attempt_id, "retry", retry_at=at,
                            error_code=error.code if error else None,
-                           error_class=type(error).__name__ if error else "CircuitOpen")
+                           error_class=type(error).__name__ if error else "SendingPaused")
 
     def _dead(self, message: ClaimedMessage, error: WhatsAppError, reason: str) -> SendOutcome:
         return SendOutcome(message.outbox_id, message.attempt_id, "dead", error_code=error.code,
@@ -100,15 +128,18 @@ class Dispatcher:
         log.warning("send failed: outbox=%s attempt=%s class=%s code=%s", message.outbox_id,
                     message.attempt_no, name, error.code)
         if isinstance(error, AccountBlockedError):
-            self.breaker_open_until, self.breaker_reason = now + BREAKER_COOLDOWN, f"{name} code={error.code}"
-            return self._retry(message, error, now + BREAKER_COOLDOWN)
-        if isinstance(error, UndeliverableError | ConfigurationError | WindowClosedError):
+            self._pausing = f"{name} code={error.code}: {error.title}"
+            outcome = self._retry(message, error, now + PAUSED_RECHECK)
+            return replace(outcome, pause_reason=self._pausing)
+        if isinstance(error, WindowClosedError):
+            return SendOutcome(message.outbox_id, message.attempt_id, "replan", error_code=error.code,
+                               error_class=name)
+        if isinstance(error, UndeliverableError | ConfigurationError):
             return self._dead(message, error, f"{name} code={error.code}")
         if message.attempt_no >= self.policy.max_attempts:
             return self._dead(message, error, f"gave up after {message.attempt_no} attempts ({name})")
         if isinstance(error, AmbiguousSendError):
-            outcome = self._retry(message, error, now + AMBIGUOUS_GRACE)
-            return SendOutcome(**{**outcome.__dict__, "result": "ambiguous"})
+            return replace(self._retry(message, error, now + AMBIGUOUS_GRACE), result="ambiguous")
         if isinstance(error, RecipientThrottledError):
             return self._retry(message, error, now + timedelta(seconds=max(6.0, error.retry_after_seconds)))
         if isinstance(error, RetryableError):

@@ -118,6 +118,15 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None = None
+    # Blind index of the recipient's number: paces sends per patient and finds their 24-hour window.
+    recipient_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), nullable=True, index=True))
+    # notify (a rule's notification) | reply (answers the patient) | consent (STOP/START confirmation:
+    # the only kind still sent to a patient who opted out).
+    purpose: str = Field(default="notify", max_length=16)
+    # The template to send instead when a free-form message finds the 24-hour window closed.
+    fallback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Undeliverable dead letters may be handed to a configured fallback hook: pending | done | failed.
+    hook_state: str | None = Field(default=None, max_length=16)
 
 
 class SendAttempt(SQLModel, table=True):
@@ -183,19 +192,90 @@ class WhatsAppStatus(SQLModel, table=True):
     meta_timestamp: int
     callback_data: str | None = Field(default=None, max_length=512)
     error_code: int | None = None
+    error_title: str | None = Field(default=None, max_length=200)
     pricing: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Blind index of the recipient's business-scoped user id (BSUID), learnt from the status.
+    user_id_index: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), nullable=True))
     received_at: datetime
     applied_at: datetime | None = None  # when it was applied to the outbox (stored first, applied after)
 
 
 class InboundMessage(SQLModel, table=True):
-    """An inbound WhatsApp message id, stored for dedupe; its content is handled by later features."""
+    """An inbound WhatsApp message, stored once by its id before the 200 and processed afterwards
+    (:mod:`adapter.inbound`). Its content is encrypted and dropped once processed."""
 
     __tablename__ = "wa_inbound"
+    __table_args__ = (Index("ix_wa_inbound_pending", "state", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     wamid: str = Field(sa_column=Column(String(128), nullable=False, unique=True))
     message_type: str = Field(max_length=32)
     meta_timestamp: int
     received_at: datetime
-    state: str = Field(default="pending", max_length=16)
+    state: str = Field(default="pending", max_length=16)  # pending | done
+    content_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    outcome: str | None = Field(default=None, max_length=32)
+    processed_at: datetime | None = None
+
+
+class WhatsAppContact(SQLModel, table=True):
+    """A patient's WhatsApp number (encrypted, found by its blind index), the business-scoped user
+    id Meta reported for it, and when that user last wrote (the 24-hour customer service window).
+    One number may serve several patients (a parent's phone), so STOP applies to all of them."""
+
+    __tablename__ = "wa_contact"
+    __table_args__ = (UniqueConstraint("patient_ref", "phone_index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_ref: str = Field(max_length=200, index=True)
+    phone_index: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, index=True))
+    phone_enc: str = Field(sa_column=Column(Text, nullable=False))
+    user_id_index: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), nullable=True, index=True))
+    last_inbound_at: datetime | None = None
+    updated_at: datetime
+
+
+class RecipientPace(SQLModel, table=True):
+    """When the next message to one recipient may go (Meta's pair rate limit: about one per 6 s)."""
+
+    __tablename__ = "recipient_pace"
+
+    recipient_key: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    next_send_at: datetime
+
+
+class ServiceFlag(SQLModel, table=True):
+    """Service-wide switches shared by every instance, e.g. ``sending_paused`` (the circuit breaker)."""
+
+    __tablename__ = "service_flag"
+
+    name: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(max_length=300)
+    set_at: datetime
+
+
+class OperatorAlert(SQLModel, table=True):
+    """Something a person must look at (a configuration error, a paused template, …); raised once per
+    ``dedupe_key`` until acknowledged."""
+
+    __tablename__ = "operator_alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    kind: str = Field(max_length=64)
+    detail: str = Field(max_length=300)
+    created_at: datetime
+    acknowledged_at: datetime | None = None
+
+
+class TemplateState(SQLModel, table=True):
+    """A template's review status in the WhatsApp Business Account, as last synced or reported."""
+
+    __tablename__ = "template_state"
+
+    name: str = Field(primary_key=True, max_length=512)
+    language: str = Field(primary_key=True, max_length=16)
+    status: str = Field(max_length=32)
+    remote_id: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=200)
+    updated_at: datetime

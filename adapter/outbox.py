@@ -1,27 +1,39 @@
 """The outbox: one row per message, its state machine, claims, attempts and dead letters.
 
 States: ``queued`` → ``sending`` (claimed, leased) → ``sent``; or back to ``queued`` with a later
-``due_at`` (retry); or ``dead`` (a visible dead letter an admin can re-drive). Each claim records a
+``due_at`` (retry, pacing, a re-plan as a template); ``dead`` (a visible dead letter an admin can
+re-drive); ``suppressed`` (the patient opted out before it went). Each claim records a
 :class:`~adapter.models.SendAttempt` before the call, because the Cloud API has no idempotency
 key; the outbox id travels as ``biz_opaque_callback_data`` so a status can reconcile a send
 whose answer was lost (DESIGN.md, invariants).
+
+Claiming applies WhatsApp's rules in the same transaction (:meth:`OutboxStore.claim_due`): opted-out
+patients get nothing but the STOP/START confirmation; one recipient gets at most one message per
+pair interval (Meta's pair rate limit, about one per 6 s) without holding anyone else back; a
+free-form message outside the 24-hour customer service window becomes its fallback template; and
+only approved templates go out (:mod:`adapter.templates`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
-from adapter.crypto import FieldCipher
-from adapter.db import insert_ignoring_duplicates, transaction, utcnow
-from adapter.models import OutboxMessage, SendAttempt
+from adapter.alerts import raise_alert
+from adapter.consent import OPTED_OUT
+from adapter.contacts import ContactBook, window_open
+from adapter.control import pause_sending
+from adapter.db import insert_ignoring_duplicates, transaction, upsert, utcnow
+from adapter.models import ConsentRecord, OutboxMessage, RecipientPace, SendAttempt
+from adapter.templates import TemplateGate, TemplateView
 
 SEND_LEASE = timedelta(minutes=2)
+TEMPLATE_HOLD = timedelta(minutes=5)
 CALLBACK_PREFIX = "outbox:"
 
 
@@ -39,41 +51,89 @@ def outbox_id_from_callback(data: str | None) -> int | None:
     return None
 
 
+def _compact(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class ClaimedMessage:
     outbox_id: int
     attempt_id: int
     attempt_no: int
     request: dict[str, Any]  # the Cloud API request body, recipient included: never log it
+    free_form: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimRules:
+    """WhatsApp's rules applied when claiming (settings: ``whatsapp_pair_interval_seconds``, …)."""
+
+    pair_interval: timedelta = timedelta(seconds=6)
+    templates: TemplateGate = field(default_factory=TemplateGate)
+
+
+@dataclass
+class _BatchFacts:
+    """What the rules need about one claimed batch, read with one query each."""
+
+    opted_out: set[str]
+    pace: dict[bytes, datetime]
+    last_inbound: dict[bytes, datetime]
+    templates: TemplateView
+
+    @classmethod
+    def load(cls, session: Session, rows: list[OutboxMessage], rules: ClaimRules) -> _BatchFacts:
+        patients = list({row.patient_ref for row in rows})
+        keys = list({row.recipient_key for row in rows if row.recipient_key is not None})
+        opted_out = set(session.exec(select(ConsentRecord.patient_ref).where(
+            col(ConsentRecord.patient_ref).in_(patients), col(ConsentRecord.status) == OPTED_OUT)).all())
+        pace = dict(session.exec(select(RecipientPace.recipient_key, RecipientPace.next_send_at)
+                                 .where(col(RecipientPace.recipient_key).in_(keys))).all()) if keys else {}
+        return cls(opted_out, pace, ContactBook.last_inbound(session, keys), rules.templates.view(session))
 
 
 @dataclass(frozen=True)
 class SendOutcome:
     outbox_id: int
     attempt_id: int
-    result: Literal["sent", "retry", "ambiguous", "dead"]
+    result: Literal["sent", "retry", "ambiguous", "dead", "replan"]
     wamid: str | None = None
     retry_at: datetime | None = None
     error_code: int | None = None
     error_class: str | None = None
     dead_reason: str | None = None
+    pause_reason: str | None = None  # an account-level error: pause all sending until an admin resumes
+    sent_at: datetime | None = None  # when the request left (after the rate limiter): paces the recipient
 
 
 class OutboxStore:
-    def __init__(self, engine: Engine, cipher: FieldCipher) -> None:
+    def __init__(self, engine: Engine, contacts: ContactBook, rules: ClaimRules | None = None) -> None:
         self.engine = engine
-        self.cipher = cipher
+        self.contacts = contacts
+        self.cipher = contacts.cipher
+        self.rules = rules or ClaimRules()
 
-    # --- writing (inside the decide step's transaction)
+    # --- writing (inside the decide step's or the inbound step's transaction)
 
     def enqueue(self, session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
                 patient_ref: str, recipient: str, template: dict[str, Any], due_at: datetime) -> bool:
         """Queues a template message; False when the natural key exists (effectively-once)."""
+        return self.enqueue_message(session, natural_key=natural_key, rule_id=rule_id, resource_ref=resource_ref,
+                                    patient_ref=patient_ref, recipient=recipient,
+                                    message={"type": "template", "template": template}, due_at=due_at)
+
+    def enqueue_message(self, session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
+                        patient_ref: str, recipient: str, message: dict[str, Any], due_at: datetime,
+                        purpose: str = "notify", fallback: dict[str, Any] | None = None) -> bool:
+        """Queues any message body (``{"type": "text", "text": …}``, ``interactive``, ``template``).
+        A free-form body needs the 24-hour window; ``fallback`` is the template sent when it is closed."""
         now = utcnow()
         row = {"natural_key": natural_key, "rule_id": rule_id, "resource_ref": resource_ref,
                "patient_ref": patient_ref,
                "recipient_enc": self.cipher.encrypt(recipient, context=recipient_context(natural_key)),
-               "payload": json.dumps({"type": "template", "template": template}, separators=(",", ":")),
+               "recipient_key": self.contacts.remember(session, patient_ref, recipient),
+               "payload": _compact(message), "purpose": purpose,
+               "fallback": _compact({"type": "template", "template": fallback}) if fallback else None,
                "state": "queued", "due_at": due_at, "attempts": 0, "created_at": now, "updated_at": now}
         return insert_ignoring_duplicates(session, OutboxMessage, [row], "natural_key") == 1
 
@@ -93,11 +153,25 @@ class OutboxStore:
                "dead_reason": reason[:200], "due_at": now, "attempts": 0, "created_at": now, "updated_at": now}
         return insert_ignoring_duplicates(session, OutboxMessage, [row], "natural_key") == 1
 
+    @staticmethod
+    def suppress_queued(session: Session, patient_refs: list[str], reason: str) -> int:
+        """Stops every message still waiting for these patients (STOP): they will not be sent."""
+        if not patient_refs:
+            return 0
+        rows = list(session.exec(select(OutboxMessage).where(
+            col(OutboxMessage.patient_ref).in_(patient_refs), col(OutboxMessage.state) == "queued",
+            col(OutboxMessage.purpose) != "consent").with_for_update()))
+        for row in rows:
+            row.state, row.dead_reason, row.updated_at = "suppressed", reason[:200], utcnow()
+            session.add(row)
+        return len(rows)
+
     # --- dispatching
 
     def claim_due(self, limit: int, now: datetime | None = None) -> list[ClaimedMessage]:
         """Claims due rows, and rows whose sending lease expired (a crash mid-send), recording an
-        attempt for each before any call is made."""
+        attempt for each before any call is made. Rows held back by WhatsApp's rules get a later
+        ``due_at`` (or are suppressed) in the same transaction, without an attempt."""
         now = now or utcnow()
         claimed: list[ClaimedMessage] = []
         with transaction(self.engine) as session:
@@ -111,24 +185,69 @@ class OutboxStore:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ))
-            attempts = []
+            if not rows:
+                return []
+            batch = _BatchFacts.load(session, rows, self.rules)
+            taken: list[tuple[OutboxMessage, SendAttempt]] = []
             for row in rows:
+                if self._hold_back(session, row, batch, now):
+                    continue
                 row.state, row.lease_until, row.updated_at = "sending", now + SEND_LEASE, now
                 row.attempts += 1
                 attempt = SendAttempt(outbox_id=row.id or 0, attempt_no=row.attempts, started_at=now)
                 session.add(row)
                 session.add(attempt)
-                attempts.append(attempt)
+                taken.append((row, attempt))
             session.flush()
-            for row, attempt in zip(rows, attempts, strict=True):
+            for row, attempt in taken:
                 request = json.loads(row.payload or "{}")
                 request.update({
                     "messaging_product": "whatsapp", "recipient_type": "individual",
                     "to": self.cipher.decrypt(row.recipient_enc or "", context=recipient_context(row.natural_key)),
                     "biz_opaque_callback_data": callback_data(row.id or 0),
                 })
-                claimed.append(ClaimedMessage(row.id or 0, attempt.id or 0, row.attempts, request))
+                claimed.append(ClaimedMessage(row.id or 0, attempt.id or 0, row.attempts, request,
+                                              request.get("type") != "template"))
         return claimed
+
+    def _hold_back(self, session: Session, row: OutboxMessage, batch: _BatchFacts, now: datetime) -> bool:
+        """Applies consent, pacing, the window and template review to one row; True if it waits."""
+        def later(at: datetime) -> bool:
+            row.state, row.due_at, row.lease_until, row.updated_at = "queued", at, None, now
+            session.add(row)
+            return True
+
+        if row.patient_ref in batch.opted_out and row.purpose != "consent":
+            row.state, row.dead_reason, row.lease_until, row.updated_at = "suppressed", "patient opted out", None, now
+            session.add(row)
+            return True
+        key = row.recipient_key if self.rules.pair_interval else None  # a zero interval turns pacing off
+        if key is not None:
+            free_at = batch.pace.get(key)
+            if free_at is not None and free_at > now:
+                # Look again within one interval: a provisional pace ends early when its send reports.
+                return later(min(free_at, now + self.rules.pair_interval))
+        payload = json.loads(row.payload or "{}")
+        if payload.get("type") != "template" and not window_open(batch.last_inbound.get(key or b""), now):
+            if row.fallback is None:
+                row.state, row.lease_until, row.updated_at = "dead", None, now
+                row.dead_reason = "24-hour window closed and no template to fall back on"
+                session.add(row)
+                return True
+            row.payload, payload = row.fallback, json.loads(row.fallback)
+        if payload.get("type") == "template":
+            verdict = batch.templates.check(payload["template"])
+            if verdict.hold:
+                raise_alert(session, f"template:{verdict.reason}", "template_not_approved", verdict.reason)
+                return later(now + TEMPLATE_HOLD)
+            if verdict.template is not payload["template"]:
+                raise_alert(session, f"template_fallback:{verdict.reason}", "template_fallback_used", verdict.reason)
+                row.payload = _compact({"type": "template", "template": verdict.template})
+        if key is not None:  # provisional, until the send reports when it left (see ``record``)
+            batch.pace[key] = now + SEND_LEASE + self.rules.pair_interval
+            upsert(session, RecipientPace, {"recipient_key": key, "next_send_at": batch.pace[key]}, "recipient_key",
+                   ["next_send_at"])
+        return False
 
     def record(self, outcomes: list[SendOutcome]) -> None:
         """Applies a batch of send outcomes in one transaction."""
@@ -141,6 +260,16 @@ class OutboxStore:
                     attempt.finished_at, attempt.outcome = now, outcome.result
                     attempt.error_code, attempt.error_class = outcome.error_code, outcome.error_class
                     session.add(attempt)
+                if outcome.pause_reason:
+                    pause_sending(session, outcome.pause_reason)
+                if row is not None and row.recipient_key and outcome.sent_at and self.rules.pair_interval:
+                    # Pace from when the request really left, not from the claim (the rate limiter may
+                    # have held it): Meta counts what reaches it. A refused request reached nobody.
+                    reached = outcome.result in ("sent", "ambiguous")
+                    upsert(session, RecipientPace, {
+                        "recipient_key": row.recipient_key,
+                        "next_send_at": outcome.sent_at + self.rules.pair_interval if reached else now},
+                        "recipient_key", ["next_send_at"])
                 if row is None or row.state != "sending":
                     continue  # a status webhook reconciled it meanwhile, or an admin changed it
                 row.updated_at, row.lease_until = now, None
@@ -148,10 +277,33 @@ class OutboxStore:
                 if outcome.result == "sent":
                     row.state, row.wamid, row.sent_at = "sent", outcome.wamid, now
                 elif outcome.result == "dead":
-                    row.state, row.dead_reason = "dead", outcome.dead_reason
+                    self.bury(session, row, outcome.dead_reason or "dead", outcome.error_class)
+                elif outcome.result == "replan":
+                    self.replan_as_template(session, row)
                 else:
                     row.state, row.due_at = "queued", outcome.retry_at or now
                 session.add(row)
+
+    @staticmethod
+    def bury(session: Session, row: OutboxMessage, reason: str, error_class: str | None) -> None:
+        """Dead-letters a row; undeliverable ones go to the fallback hook, configuration errors to a person."""
+        row.state, row.dead_reason, row.lease_until, row.updated_at = "dead", reason[:200], None, utcnow()
+        if error_class == "UndeliverableError":
+            row.hook_state = "pending"
+        elif error_class == "ConfigurationError":
+            raise_alert(session, f"configuration:{row.last_error_code}:{row.rule_id}", "configuration_error",
+                        f"message {row.id} ({row.rule_id}) refused by Meta: {reason}")
+        session.add(row)
+
+    @staticmethod
+    def replan_as_template(session: Session, row: OutboxMessage) -> None:
+        """Meta said the 24-hour window is closed (131047): send the fallback template instead, now."""
+        if row.fallback is None or row.payload == row.fallback:
+            OutboxStore.bury(session, row, "24-hour window closed and no template to fall back on", None)
+            return
+        row.payload, row.state, row.due_at, row.wamid, row.lease_until = row.fallback, "queued", utcnow(), None, None
+        row.delivery_status = None
+        session.add(row)
 
     @staticmethod
     def settle_by_status(row: OutboxMessage, wamid: str) -> bool:
@@ -161,6 +313,18 @@ class OutboxStore:
             return False
         row.state, row.wamid, row.sent_at, row.lease_until = "sent", wamid, utcnow(), None
         return True
+
+    def pending_hooks(self, limit: int = 50) -> list[OutboxMessage]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(OutboxMessage).where(col(OutboxMessage.hook_state) == "pending")
+                                     .order_by(col(OutboxMessage.id)).limit(limit)))
+
+    def hook_done(self, outbox_id: int, state: str) -> None:
+        with transaction(self.engine) as session:
+            row = session.get(OutboxMessage, outbox_id)
+            if row is not None:
+                row.hook_state = state
+                session.add(row)
 
     # --- operators
 

@@ -1,5 +1,5 @@
-"""The pipeline loop: inbox → decide → outbox → dispatch (and stored statuses → outbox), ticking
-on the database's clock.
+"""The pipeline loop: inbox → decide → outbox → dispatch (and stored statuses → outbox, stored
+inbound messages → consent and contacts), ticking on the database's clock.
 
 The database holds all state (DESIGN.md: "the database is the clock"); this loop only wakes up —
 at once when the intake stored something, otherwise every ``tick_seconds`` — claims due work and
@@ -20,6 +20,8 @@ from sqlalchemy.engine import Engine
 from adapter.db import transaction, utcnow
 from adapter.decide import Decider, Decision, resource_ref, version_of
 from adapter.dispatch import Dispatcher
+from adapter.fallback_hook import FallbackHook
+from adapter.inbound import InboundProcessor
 from adapter.inbox import InboxStore
 from adapter.models import FeedWatermark, InboxEvent
 from adapter.related import RelatedReader
@@ -32,14 +34,15 @@ from ehr.subscriptions import SubscriptionSpec
 
 log = logging.getLogger(__name__)
 PING_LOOKBACK = timedelta(hours=1)
-STATUS_BATCH = 500
+STATUS_BATCH = 200  # short transactions: a webhook's insert may wait on a status row being applied
 INBOX_MAX_ATTEMPTS = 20
 
 
 class Pipeline:
     def __init__(self, engine: Engine, inbox: InboxStore, decider: Decider, fhir: FhirClient,
                  dispatcher: Dispatcher, specs: Mapping[str, SubscriptionSpec], *, tick_seconds: float,
-                 inbox_batch: int = 100, concurrency: int = 16) -> None:
+                 inbox_batch: int = 100, concurrency: int = 16, inbound: InboundProcessor | None = None,
+                 hook: FallbackHook | None = None) -> None:
         self.engine = engine
         self.inbox = inbox
         self.decider = decider
@@ -47,6 +50,8 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.related = RelatedReader(fhir)
         self.specs = specs
+        self.inbound = inbound
+        self.hook = hook
         self.tick_seconds = tick_seconds
         self.inbox_batch = inbox_batch
         self._slots = asyncio.Semaphore(concurrency)
@@ -71,8 +76,12 @@ class Pipeline:
         while not stop.is_set():
             try:
                 worked = await self.process_inbox_once()
+                worked += await asyncio.to_thread(apply_pending, self.engine, STATUS_BATCH, self.dispatcher.policy)
+                if self.inbound is not None:  # before dispatch: a STOP suppresses what is about to go
+                    worked += await asyncio.to_thread(self.inbound.process_pending)
                 worked += await self.dispatcher.run_once()
-                worked += await asyncio.to_thread(apply_pending, self.engine, STATUS_BATCH)
+                if self.hook is not None:
+                    worked += await self.hook.run_once()
             except Exception:
                 # A bug or a database outage must not kill the loop; it retries next tick.
                 log.exception("pipeline tick failed")

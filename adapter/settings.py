@@ -101,11 +101,30 @@ class Settings(BaseSettings):
     whatsapp_app_secret: SecretStr = Field(
         SecretStr(DEMO_SECRET), description="Meta app secret that signs webhooks (X-Hub-Signature-256)."
     )
+    whatsapp_app_secret_previous: SecretStr | None = Field(
+        None, description="The previous app secret, still accepted on webhooks while Meta rotates to the new one."
+    )
     whatsapp_verify_token: SecretStr = Field(
         SecretStr(DEMO_SECRET), description="Token Meta echoes when verifying the webhook URL."
     )
     whatsapp_timeout_seconds: float = Field(10.0, gt=0, le=60, description="Timeout of each send.")
     whatsapp_max_connections: int = Field(64, ge=1, le=1000, description="Connections kept open to the API.")
+    whatsapp_messages_per_second: int = Field(
+        80, ge=1, le=1000, description="Throughput of the sending number (Meta: 80 by default, up to 1,000)."
+    )
+    whatsapp_pair_interval_seconds: float = Field(
+        6.0, ge=1.0, le=3600, description="Least time between two messages to one patient (Meta's pair limit: 6 s)."
+    )
+    whatsapp_fallback_template: str | None = Field(
+        "service_update",
+        description="Parameter-less template sent when a message's own template is paused or not approved.",
+    )
+    whatsapp_sync_templates: bool = Field(
+        True, description="Read the templates' review states from the WhatsApp Business Account at start-up."
+    )
+    undeliverable_hook_url: str | None = Field(
+        None, description="Optional URL that gets a POST (ids only, no PHI) for each undeliverable message."
+    )
     # --- portal links
     portal_base_url: str = Field(
         "http://127.0.0.1:8000/portal-demo", description="The hospital's authenticated patient portal."
@@ -164,9 +183,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a two-letter region code (e.g. US, ES, GB)")
         return value.upper()
 
-    @field_validator("public_base_url", "fhir_base_url", "whatsapp_api_base_url", "portal_base_url")
+    @field_validator("public_base_url", "fhir_base_url", "whatsapp_api_base_url", "portal_base_url",
+                     "undeliverable_hook_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} must start with http:// or https://")
         return value.rstrip("/")
@@ -194,6 +216,10 @@ class Settings(BaseSettings):
         if self.fhir_auth == "bearer" and not self.fhir_bearer_token:
             problems.append("fhir_auth=bearer needs BRIDGE_FHIR_BEARER_TOKEN")
         if self.mode != "demo":
+            previous = self.whatsapp_app_secret_previous
+            if previous is not None and _is_placeholder(previous.get_secret_value()):
+                problems.append("whatsapp_app_secret_previous has a placeholder value: set it to the old secret or "
+                                "remove it")
             for name in ("whatsapp_access_token", "whatsapp_app_secret", "whatsapp_verify_token",
                          "ehr_hook_secret", "data_encryption_key", "link_signing_key"):
                 if _is_placeholder(getattr(self, name).get_secret_value()):
@@ -209,6 +235,13 @@ class Settings(BaseSettings):
 
     def key_bytes(self, name: Literal["data_encryption_key", "link_signing_key"]) -> bytes:
         return _decode_key(getattr(self, name).get_secret_value())
+
+    def app_secrets(self) -> list[bytes]:
+        """The webhook secrets accepted now: the current one, and the previous one during a rotation."""
+        secrets = [self.whatsapp_app_secret.get_secret_value().encode()]
+        if self.whatsapp_app_secret_previous is not None:
+            secrets.append(self.whatsapp_app_secret_previous.get_secret_value().encode())
+        return [secret for secret in secrets if secret]
 
     @property
     def zone(self) -> ZoneInfo:

@@ -1,60 +1,132 @@
-"""WhatsApp statuses and inbound message ids: stored fast, applied afterwards.
+"""WhatsApp statuses and inbound messages: stored fast, applied afterwards.
 
-The webhook receiver only stores (one insert per kind, duplicates ignored) and answers 200, as
-Meta expects a quick answer; the pipeline then applies pending statuses to the outbox in batches
-(:func:`apply_pending`), claimed with ``SKIP LOCKED`` so several instances can share the work.
-Application is monotonic — sent < delivered < read, whatever order they arrive in — and a status
-that carries our ``biz_opaque_callback_data`` settles a send whose answer was lost.
+The webhook receiver only stores (one insert per kind, duplicates ignored: a status once per
+message id and status, an inbound message once per id) and answers 200, as Meta expects a quick
+answer; the pipeline then applies pending statuses to the outbox in batches (:func:`apply_pending`),
+claimed with ``SKIP LOCKED`` so several instances can share the work, and processes inbound
+messages (:mod:`adapter.inbound`).
+
+Application is monotonic — sent < delivered < read, whatever order they arrive in, keyed by
+message id — and a status that carries our ``biz_opaque_callback_data`` settles a send whose
+answer was lost. A ``failed`` status is classified like a synchronous error
+(https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes): transient → retry
+with backoff; 131056 → this recipient only, after ≥ 6 s; 131047 → re-planned as the fallback
+template; undeliverable → dead letter and fallback hook; configuration → dead letter and alert;
+account-level → sending pauses.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.alerts import raise_alert
+from adapter.contacts import ContactBook
+from adapter.control import pause_sending
 from adapter.db import insert_ignoring_duplicates, transaction, utcnow
-from adapter.models import InboundMessage, OutboxMessage, WhatsAppStatus
+from adapter.dispatch import RetryPolicy
+from adapter.inbound import encode_content
+from adapter.models import InboundMessage, OutboxMessage, WhatsAppContact, WhatsAppStatus
 from adapter.outbox import OutboxStore, outbox_id_from_callback
+from adapter.templates import record_states, state_after
+from whatsapp.errors import (
+    AccountBlockedError,
+    ConfigurationError,
+    RecipientThrottledError,
+    RetryableError,
+    UndeliverableError,
+    WindowClosedError,
+    from_error_fields,
+)
 from whatsapp.webhook import WebhookBatch
+
+log = logging.getLogger(__name__)
 
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
 
-def store_batch(engine: Engine, batch: WebhookBatch) -> int:
-    """Stores a webhook's statuses and inbound message ids; returns how many were new."""
+def store_batch(engine: Engine, batch: WebhookBatch, contacts: ContactBook) -> int:
+    """Stores a webhook's statuses, inbound messages (content encrypted) and template states;
+    returns how many statuses and messages were new."""
     now = utcnow()
     status_rows = [
         {"dedupe_key": f"{s.message_id}:{s.status}", "wamid": s.message_id, "status": s.status,
          "meta_timestamp": s.timestamp, "callback_data": s.biz_opaque_callback_data,
          "error_code": s.errors[0].code if s.errors else None,
+         "error_title": s.errors[0].title[:200] if s.errors else None,
+         "user_id_index": contacts.index.user_id(s.recipient_user_id) if s.recipient_user_id else None,
          "pricing": json.dumps(s.pricing) if s.pricing else None, "received_at": now, "applied_at": None}
         for s in batch.statuses
     ]
     message_rows = [
         {"wamid": m.message_id, "message_type": m.type, "meta_timestamp": m.timestamp, "received_at": now,
-         "state": "pending"}
+         "state": "pending", "content_enc": encode_content(contacts.cipher, m)}
         for m in batch.messages
     ]
     with transaction(engine) as session:
-        return (insert_ignoring_duplicates(session, WhatsAppStatus, status_rows, "dedupe_key")
-                + insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid"))
+        # A repeat delivery is dropped by a plain read first: on PostgreSQL an INSERT … ON CONFLICT
+        # against a row that the status step is updating would wait for that transaction to end.
+        status_rows = _unseen(session, WhatsAppStatus.dedupe_key, status_rows, "dedupe_key")
+        message_rows = _unseen(session, InboundMessage.wamid, message_rows, "wamid")
+        stored = (insert_ignoring_duplicates(session, WhatsAppStatus, status_rows, "dedupe_key")
+                  + insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid"))
+    if batch.template_statuses:
+        _record_template_events(engine, batch)
+    return stored
 
 
-def apply_pending(engine: Engine, limit: int = 500) -> int:
+def _record_template_events(engine: Engine, batch: WebhookBatch) -> None:
+    states = []
+    for event in batch.template_statuses:
+        if not (event.name and event.language):
+            continue
+        state = state_after(event.event)
+        if state is not None:
+            states.append((event.name, event.language, state, event.template_id, event.reason))
+        else:
+            with transaction(engine) as session:
+                raise_alert(session, f"template_event:{event.name}:{event.language}:{event.event}",
+                            "template_event", f"template {event.name}/{event.language}: {event.event}")
+    record_states(engine, states)
+
+
+def _unseen(session: Session, column: Any, rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    if not rows:
+        return rows
+    seen = set(session.exec(select(column).where(col(column).in_([row[key] for row in rows]))).all())
+    return [row for row in rows if row[key] not in seen]
+
+
+def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None = None) -> int:
     """Applies up to ``limit`` stored statuses to the outbox in one transaction; returns how many."""
+    policy = policy or RetryPolicy(8, 2.0, 900.0)
     with transaction(engine) as session:
         pending = list(session.exec(
             select(WhatsAppStatus).where(col(WhatsAppStatus.applied_at).is_(None))
             .order_by(col(WhatsAppStatus.id)).limit(limit).with_for_update(skip_locked=True)))
         now = utcnow()
         for status in pending:
-            _apply(session, status)
+            row = _apply(session, status, policy)
+            if row is not None and status.user_id_index is not None and row.recipient_key is not None:
+                _link_user_id(session, row.recipient_key, status.user_id_index)
             status.applied_at = now
             session.add(status)
         return len(pending)
+
+
+def _link_user_id(session: Session, phone_index: bytes, user_id_index: bytes) -> None:
+    """Meta told us the business-scoped user id of a number we message: remember it, so a later
+    message from that user without a phone number still finds the patient."""
+    for contact in session.exec(select(WhatsAppContact).where(col(WhatsAppContact.phone_index) == phone_index,
+                                                               col(WhatsAppContact.user_id_index).is_(None))):
+        contact.user_id_index = user_id_index
+        session.add(contact)
 
 
 def _outbox_row(session: Session, condition: ColumnElement[bool]) -> OutboxMessage | None:
@@ -62,7 +134,7 @@ def _outbox_row(session: Session, condition: ColumnElement[bool]) -> OutboxMessa
     return session.exec(select(OutboxMessage).where(condition).with_for_update()).first()
 
 
-def _apply(session: Session, status: WhatsAppStatus) -> None:
+def _apply(session: Session, status: WhatsAppStatus, policy: RetryPolicy) -> OutboxMessage | None:
     row = None
     callback_id = outbox_id_from_callback(status.callback_data)
     if callback_id is not None:
@@ -72,12 +144,42 @@ def _apply(session: Session, status: WhatsAppStatus) -> None:
     if row is None or row.wamid != status.wamid:
         row = _outbox_row(session, col(OutboxMessage.wamid) == status.wamid)
     if row is None:
-        return
+        return None
     current = STATUS_RANK.get(row.delivery_status or "", 0)
     if status.status == "failed":
-        if current < STATUS_RANK["delivered"]:
+        if current < STATUS_RANK["delivered"] and row.state == "sent":
             row.delivery_status, row.delivery_status_ts = "failed", status.meta_timestamp
             row.last_error_code = status.error_code
+            _after_failure(session, row, status, policy)
     elif STATUS_RANK.get(status.status, 0) > current:
         row.delivery_status, row.delivery_status_ts = status.status, status.meta_timestamp
     session.add(row)
+    return row
+
+
+def _after_failure(session: Session, row: OutboxMessage, status: WhatsAppStatus, policy: RetryPolicy) -> None:
+    """Meta accepted the message and then could not deliver it: decide as for a synchronous error."""
+    error = from_error_fields(code=status.error_code, message=status.error_title or "")
+    name = type(error).__name__
+    row.last_error_class = name
+    log.warning("message failed after acceptance: outbox=%s class=%s code=%s", row.id, name, error.code)
+
+    def again(delay: timedelta) -> None:
+        # The failed wamid is finished; the retry will get a new one.
+        row.state, row.wamid, row.due_at, row.delivery_status = "queued", None, utcnow() + delay, None
+
+    if isinstance(error, WindowClosedError):
+        OutboxStore.replan_as_template(session, row)
+    elif isinstance(error, UndeliverableError | ConfigurationError):
+        OutboxStore.bury(session, row, f"{name} code={error.code} (reported by status)", name)
+    elif isinstance(error, AccountBlockedError):
+        pause_sending(session, f"{name} code={error.code}: {error.title}")
+        again(timedelta(minutes=1))
+    elif row.attempts >= policy.max_attempts:
+        OutboxStore.bury(session, row, f"gave up after {row.attempts} attempts ({name})", name)
+    elif isinstance(error, RecipientThrottledError):
+        again(timedelta(seconds=max(6.0, error.retry_after_seconds)))
+    elif isinstance(error, RetryableError):
+        again(policy.delay(row.attempts))
+    else:
+        OutboxStore.bury(session, row, f"unclassified failure {name} code={error.code}", name)

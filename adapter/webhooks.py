@@ -2,9 +2,11 @@
 
 - ``GET``: Meta's verification request (``hub.mode=subscribe``, ``hub.verify_token``,
   ``hub.challenge``) — https://developers.facebook.com/docs/graph-api/webhooks/getting-started
-- ``POST``: ``X-Hub-Signature-256`` is checked over the raw bytes before anything is parsed;
-  then every status is stored once per (message id, status) and inbound message ids once, without
-  their content, before the 200; the pipeline applies them afterwards (:mod:`adapter.statuses`).
+- ``POST``: ``X-Hub-Signature-256`` is checked over the raw bytes before anything is parsed (any of
+  the configured app secrets, so a secret can be rotated); then every status is stored once per
+  (message id, status) and every inbound message once per id (its content encrypted), before the
+  200; the pipeline applies them afterwards (:mod:`adapter.statuses`, :mod:`adapter.inbound`).
+  Template status changes update the template states at once (:mod:`adapter.templates`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from adapter.contacts import ContactBook
 from adapter.statuses import store_batch
 from whatsapp.signature import verify
 from whatsapp.webhook import WebhookPayloadError, parse_webhook
@@ -24,9 +27,10 @@ from whatsapp.webhook import WebhookPayloadError, parse_webhook
 MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
-def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_token: str,
+def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_token: str, contacts: ContactBook,
                          on_stored: Callable[[], None] | None = None) -> APIRouter:
     """``on_stored`` is called after new items were stored (the pipeline wakes up to apply them)."""
+    app_secrets = [secret for secret in app_secrets if secret]
     if not app_secrets:
         raise ValueError("a WhatsApp app secret is required: webhooks are refused without one (fail closed)")
     router = APIRouter()
@@ -58,7 +62,7 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
             batch = parse_webhook(bytes(body))
         except WebhookPayloadError:
             return JSONResponse({"error": "not a WhatsApp webhook payload"}, status_code=400)
-        if await run_in_threadpool(store_batch, engine, batch) and on_stored is not None:
+        if await run_in_threadpool(store_batch, engine, batch, contacts) and on_stored is not None:
             on_stored()
         return JSONResponse({"status": "ok"})
 

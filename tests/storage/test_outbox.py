@@ -10,17 +10,17 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.crypto import FieldCipher
 from adapter.db import transaction, utcnow
 from adapter.models import OutboxMessage, SendAttempt
 from adapter.outbox import OutboxStore, SendOutcome, outbox_id_from_callback
+from tests.support.stores import outbox_store
 
 RECIPIENT = "+12015550123"
 TEMPLATE = {"name": "results_ready", "language": {"code": "en_US"}, "components": []}
 
 
 def store(engine: Engine) -> OutboxStore:
-    return OutboxStore(engine, FieldCipher(b"k" * 32))
+    return outbox_store(engine, pair_interval_seconds=0)  # pacing has its own tests
 
 
 def enqueue(outbox: OutboxStore, key: str = "rule:Appointment/1/_history/1", due_in: float = 0) -> bool:

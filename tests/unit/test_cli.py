@@ -96,3 +96,51 @@ def test_inbox_dead_and_retry(env: str) -> None:
     inbox.retry_later(event.id or 0, "FhirUnavailableError", timedelta(0), max_attempts=1)
     assert "Appointment/a1\t1 attempts\tFhirUnavailableError" in runner.invoke(app, ["inbox", "dead"]).output
     assert "queued again" in runner.invoke(app, ["inbox", "retry", str(event.id)]).output
+
+
+def test_sending_pause_and_alerts_commands(env: str) -> None:
+    from adapter.control import pause_sending
+
+    engine = make_engine(env)
+    upgrade(engine)
+    assert runner.invoke(app, ["sending", "status"]).output.strip() == "sending: running"
+    with transaction(engine) as session:
+        pause_sending(session, "AccountBlockedError code=190: Access token invalid or expired")
+    status = runner.invoke(app, ["sending", "status"]).output
+    assert "PAUSED" in status and "code=190" in status
+    alerts = runner.invoke(app, ["alerts", "list"]).output
+    assert "sending_paused" in alerts and "code=190" in alerts
+    assert runner.invoke(app, ["sending", "resume"]).output.strip() == "sending resumed"
+    assert runner.invoke(app, ["sending", "resume"]).output.strip() == "sending was not paused"
+    assert runner.invoke(app, ["alerts", "ack"]).output.strip() == "acknowledged 1"
+    assert runner.invoke(app, ["alerts", "list"]).output == ""
+
+
+def test_templates_sync_creates_what_the_waba_lacks_and_records_states(env: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapter.settings import DEMO_SECRET
+    from whatsapp.catalogue import TemplateCatalogue
+    from whatsapp.emulator import EmulatorConfig, EmulatorServer
+
+    # A WABA that holds only one of the project's templates: sync must create the others.
+    only_one = TemplateCatalogue([t for t in TemplateCatalogue.load(public_base_url="https://bridge.example")
+                                  if t.name == "results_ready"])
+    with EmulatorServer(EmulatorConfig(access_token=DEMO_SECRET, app_secret=DEMO_SECRET,
+                                       catalogue=only_one)) as emulator:
+        monkeypatch.setenv("BRIDGE_WHATSAPP_API_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("BRIDGE_PUBLIC_BASE_URL", "https://bridge.example")
+        first = runner.invoke(app, ["templates", "sync"])
+        assert first.exit_code == 0, first.output
+        lines = [line.split("\t") for line in first.output.strip().splitlines()]
+        assert {(name, lang, action) for name, lang, action, *_ in lines} >= {
+            ("results_ready", "en_US", "exists"), ("service_update", "es", "created")}
+        again = runner.invoke(app, ["templates", "sync"]).output
+        assert "\tcreated\t" not in again  # idempotent
+        states = runner.invoke(app, ["templates", "status"]).output
+        assert "appointment_confirmation\tes\tAPPROVED" in states
+
+
+def test_templates_sync_explains_an_unreachable_waba(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_WHATSAPP_API_BASE_URL", "http://127.0.0.1:9")
+    result = runner.invoke(app, ["templates", "sync"])
+    assert result.exit_code == 1 and "could not reach the WhatsApp Business Account" in result.output

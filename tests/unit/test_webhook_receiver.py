@@ -14,13 +14,14 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.crypto import FieldCipher
+from adapter.alerts import open_alerts
 from adapter.db import transaction, utcnow
-from adapter.models import OutboxMessage, WhatsAppStatus
+from adapter.models import InboundMessage, OutboxMessage, TemplateState, WhatsAppStatus
 from adapter.outbox import OutboxStore, callback_data
 from adapter.statuses import apply_pending
 from adapter.webhooks import build_webhook_router
 from tests.support.asgi_server import serve_in_thread
+from tests.support.stores import contact_book, outbox_store
 from whatsapp.signature import sign
 
 SECRET, OLD_SECRET, VERIFY = b"synthetic-app-secret", b"synthetic-old-secret", "synthetic-verify-token"
@@ -39,9 +40,10 @@ wakes = Wakes()
 
 @pytest.fixture
 def receiver(engine: Engine) -> Iterator[tuple[str, OutboxStore]]:
-    outbox = OutboxStore(engine, FieldCipher(b"k" * 32))
+    outbox = outbox_store(engine)
     app = FastAPI()
-    app.include_router(build_webhook_router(engine, [SECRET, OLD_SECRET], VERIFY, on_stored=wakes.append_one))
+    app.include_router(build_webhook_router(engine, [SECRET, OLD_SECRET], VERIFY, outbox.contacts,
+                                            on_stored=wakes.append_one))
     with serve_in_thread(app) as url:
         yield f"{url}/whatsapp/webhook", outbox
 
@@ -131,4 +133,60 @@ def test_oversized_and_malformed_bodies(receiver: tuple[str, OutboxStore]) -> No
 
 def test_no_app_secret_refuses_to_build(engine: Engine) -> None:
     with pytest.raises(ValueError, match="fail closed"):
-        build_webhook_router(engine, [], VERIFY)
+        build_webhook_router(engine, [], VERIFY, contact_book())
+
+
+def test_a_signature_over_re_serialised_json_is_refused_and_meta_escaping_accepted(
+        receiver: tuple[str, OutboxStore], engine: Engine) -> None:
+    url, _ = receiver
+    document = json.loads(status_body("wamid.ESC", "sent", 1))
+    document["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"] = [
+        {"code": 131026, "title": "Mensaje no entregado — señal/cobertura"}]
+    escaped = json.dumps(document, ensure_ascii=True).replace("/", "\\/").encode()  # as Meta sends it
+    reserialised = json.dumps(json.loads(escaped), ensure_ascii=False).encode()  # what a careless receiver checks
+    assert escaped != reserialised
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(reserialised, SECRET)}
+    assert httpx.post(url, content=escaped, headers=headers, timeout=5).status_code == 403
+    assert post(url, escaped).status_code == 200
+    with Session(engine) as session:
+        stored = session.exec(select(WhatsAppStatus)).one()
+        assert stored.error_code == 131026 and stored.error_title == "Mensaje no entregado — señal/cobertura"
+
+
+def test_inbound_content_is_stored_encrypted_once(receiver: tuple[str, OutboxStore], engine: Engine) -> None:
+    url, _ = receiver
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "2", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"},
+        "contacts": [{"profile": {"name": "Synthetic"}, "wa_id": "12015550142"}],
+        "messages": [{"from": "12015550142", "id": "wamid.IN1", "timestamp": "1700000000", "type": "text",
+                      "text": {"body": "synthetic question about my visit"}}]}}]}]}
+    raw = json.dumps(body).replace("/", "\\/").encode()
+    for _ in range(3):
+        assert post(url, raw).status_code == 200
+    with Session(engine) as session:
+        [row] = session.exec(select(InboundMessage)).all()
+    assert row.state == "pending" and row.content_enc is not None
+    assert "synthetic question" not in row.content_enc and "12015550142" not in row.content_enc
+
+
+def template_event(event: str, name: str = "results_ready", language: str = "en_US") -> bytes:
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "2", "time": 1700000000, "changes": [{
+        "field": "message_template_status_update",
+        "value": {"event": event, "message_template_id": 7001, "message_template_name": name,
+                  "message_template_language": language, "reason": None}}]}]}
+    return json.dumps(body).replace("/", "\\/").encode()
+
+
+def test_template_status_webhooks_update_states_and_alert(receiver: tuple[str, OutboxStore],
+                                                          engine: Engine) -> None:
+    url, _ = receiver
+    assert post(url, template_event("APPROVED")).status_code == 200
+    assert post(url, template_event("PAUSED")).status_code == 200
+    with Session(engine) as session:
+        assert session.get(TemplateState, ("results_ready", "en_US")).status == "PAUSED"  # type: ignore[union-attr]
+    assert [a.kind for a in open_alerts(engine)] == ["template_not_approved"]
+    assert post(url, template_event("FLAGGED")).status_code == 200  # a warning, not a state
+    assert post(url, template_event("REINSTATED")).status_code == 200
+    with Session(engine) as session:
+        assert session.get(TemplateState, ("results_ready", "en_US")).status == "APPROVED"  # type: ignore[union-attr]
+    assert sorted(a.kind for a in open_alerts(engine)) == ["template_event", "template_not_approved"]
