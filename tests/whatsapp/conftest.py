@@ -5,6 +5,7 @@ All phone numbers are synthetic (+1 201-555-01xx).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -20,7 +21,10 @@ async def receiver() -> AsyncIterator[Receiver]:
     state = Receiver()
 
     async def handle(request: web.Request) -> web.Response:
-        state.received.append((dict(request.headers), await request.read()))
+        body = await request.read()
+        if state.delays_to_apply:
+            await asyncio.sleep(state.delays_to_apply.pop(0))
+        state.received.append((dict(request.headers), body))
         status = state.statuses_to_return.pop(0) if state.statuses_to_return else 200
         return web.Response(status=status, text="ok")
 

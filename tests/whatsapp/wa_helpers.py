@@ -63,6 +63,7 @@ class Receiver:
     url: str = ""
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     statuses_to_return: list[int] = field(default_factory=list)  # then 200
+    delays_to_apply: list[float] = field(default_factory=list)  # seconds to wait before answering, then none
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[dict[str, str], bytes]]:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -71,3 +72,65 @@ class Receiver:
                 raise AssertionError(f"expected {count} webhooks, got {len(self.received)}")
             await asyncio.sleep(0.01)
         return self.received
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every received body, parsed (the raw bytes stay in ``received``)."""
+        return [json.loads(body) for _, body in self.received]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every ``statuses[]`` item received, in arrival order."""
+        return [item for doc in self.documents() for entry in doc.get("entry", [])
+                for change in entry.get("changes", []) for item in change.get("value", {}).get("statuses", [])]
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every ``messages[]`` item received (inbound), in arrival order."""
+        return [item for doc in self.documents() for entry in doc.get("entry", [])
+                for change in entry.get("changes", []) for item in change.get("value", {}).get("messages", [])]
+
+    async def until(self, done: Any, timeout: float = 10.0) -> None:
+        """Waits until ``done(self)`` is true."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not done(self):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met; received {len(self.received)} webhooks")
+            await asyncio.sleep(0.01)
+
+
+WABA_ID = "200000000000002"
+OTHER_PATIENT = "+1 201-555-0124"
+OTHER_DIGITS = "12015550124"
+
+
+def text_payload(body: str = "Hello", to: str = PATIENT, preview_url: Any = None, **overrides: Any) -> dict[str, Any]:
+    text: dict[str, Any] = {"body": body} if preview_url is None else {"body": body, "preview_url": preview_url}
+    return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": text, **overrides}
+
+
+def buttons_payload(*titles: str, body: str = "How can we help?", to: str = PATIENT) -> dict[str, Any]:
+    buttons = [{"type": "reply", "reply": {"id": f"b{i}", "title": title}} for i, title in enumerate(titles)]
+    return {"messaging_product": "whatsapp", "to": to, "type": "interactive",
+            "interactive": {"type": "button", "body": {"text": body}, "action": {"buttons": buttons}}}
+
+
+def list_payload(sections: list[dict[str, Any]], *, button: str = "Choose", body: str = "Pick a team",
+                 to: str = PATIENT) -> dict[str, Any]:
+    return {"messaging_product": "whatsapp", "to": to, "type": "interactive",
+            "interactive": {"type": "list", "body": {"text": body},
+                            "action": {"button": button, "sections": sections}}}
+
+
+async def request(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """Any call, answering (HTTP status, parsed JSON body or None)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, \
+            session.request(method, url, json=body, headers=headers) as response:
+        raw = await response.read()
+        return response.status, json.loads(raw) if raw else None
+
+
+async def send_raw(base_url: str, payload: Any, *, token: str = TOKEN,
+                   phone_number_id: str = PHONE_NUMBER_ID) -> tuple[int, Any]:
+    """``POST /{version}/{phone_number_id}/messages`` without the sender: the raw status and body."""
+    return await request("POST", f"{base_url}/{VERSION}/{phone_number_id}/messages", payload, token=token)

@@ -1,4 +1,9 @@
-"""Settings of the Cloud API emulator."""
+"""Settings of the Cloud API emulator.
+
+:class:`EmulatorConfig` is frozen: it is what the emulator starts with. The behaviour knobs that tests change
+while it runs (limits, webhook quirks, the service window, ``time_scale``) are copied into
+:class:`whatsapp.emulator.tunables.Tunables` at start and changed there (``PATCH /_emulator/config``).
+"""
 
 from __future__ import annotations
 
@@ -36,8 +41,19 @@ class WebhookRetryPolicy:
     timeout_seconds: float = 5.0
 
     def delay_before(self, attempt: int) -> float:
-        """Delay before attempt number ``attempt`` (2, 3, …)."""
+        """Delay before attempt number ``attempt`` (2, 3, …), in emulated seconds (before ``time_scale``)."""
         return min(self.max_backoff_seconds, self.initial_backoff_seconds * self.multiplier ** (attempt - 2))
+
+    @classmethod
+    def meta_like(cls) -> WebhookRetryPolicy:
+        """A schedule shaped like Meta's: "retry with decreasing frequency", for up to 7 days.
+
+        Meta publishes no exact schedule (Graph API "Webhooks: Getting started", WhatsApp "Webhooks"
+        overview); this one starts at 30 s, doubles up to hourly and stops after about 7 days. Run it with
+        a small ``time_scale`` (e.g. 0.0001) so a test sees the whole schedule in well under a second.
+        """
+        return cls(max_attempts=176, initial_backoff_seconds=30.0, multiplier=2.0, max_backoff_seconds=3600.0,
+                   timeout_seconds=5.0)
 
 
 @dataclass(frozen=True)
@@ -63,9 +79,23 @@ class EmulatorConfig:
     enforce_service_window: bool = True
     service_window_seconds: float = 24 * 3600
     # Optional Meta limits, off by default so benchmarks measure the software, not the policy.
-    pair_rate_limit_per_6s: int | None = None  # 131056 past this many sends to one user in 6 s
-    throughput_limit_per_second: int | None = None  # 130429 past this many sends per second
+    # Both are token buckets on the virtual clock (see whatsapp.emulator.limits).
+    pair_rate_limit_per_6s: int | None = None  # 131056: refill of this many sends to one user per 6 s
+    pair_rate_burst: int | None = None  # bucket size per (phone number id, user); None: = pair_rate_limit_per_6s
+    throughput_limit_per_second: int | None = None  # 130429: sends per second per phone number id (burst = rate)
+    rate_limit_tolerance_seconds: float = 0.1  # a send this much too early still passes (bucket in debt)
     max_records: int = 50_000  # accepted messages and webhook deliveries kept for inspection
+    # Webhooks as Meta sends them (all off by default, so plain tests see one POST per status, in order).
+    skip_delivered: bool = False  # ``read`` without ``delivered`` (Meta does not promise every status)
+    duplicate_webhooks: int = 0  # extra copies of every delivery (Meta delivers at least once)
+    duplicate_delay_seconds: float = 0.05  # copy k is posted k x this many real seconds after the original
+    batch_statuses: int = 1  # at most this many statuses in one POST (1: no batching)
+    batch_window_seconds: float = 0.05  # real seconds a batch collects statuses before it is posted
+    bsuid_enabled: bool = True  # business-scoped user ids in webhooks (``user_id``, ``recipient_user_id``)
+    # Real seconds = emulated seconds x time_scale, for webhook retry backoffs (Meta's schedule, compressed).
+    time_scale: float = 1.0
+    # Seconds of virtual time a new template stays PENDING before it is APPROVED (0: approved at once).
+    template_review_seconds: float = 0.0
 
     def template_catalogue(self) -> TemplateCatalogue:
         return self.catalogue or TemplateCatalogue.load(public_base_url=self.public_base_url)

@@ -2,7 +2,13 @@
 
 Shape from Meta's "Error codes" reference: ``{"error": {"message", "type", "code", "error_data":
 {"messaging_product", "details"}, "error_subcode"?, "fbtrace_id"}}``; ``message`` starts with ``(#code)``.
-HTTP statuses follow the reference's table (e.g. 132001 → 404, 131000 → 500, 190 → 401).
+HTTP statuses follow the reference's table (e.g. 132001 → 404, 131000 → 500, 190 → 401). Throttling codes
+(130429, 131056) are answered 400 as the table has long said; some current third-party copies of it say 429,
+and the service classifies by ``code``, not by HTTP status. Graph's ``error_user_title``/``error_user_msg`` are
+added where Meta sends them (template management).
+
+:data:`DETAILS` holds the longer ``error_data.details`` Meta sends for asynchronous failures (``errors[]`` in
+status webhooks: "Status messages webhook reference", "Error codes").
 """
 
 from __future__ import annotations
@@ -23,14 +29,30 @@ TITLES: dict[int, str] = {
     131026: "Message undeliverable",
     131047: "Re-engagement message",
     131051: "Unsupported message type",
-    131056: "(Business, Consumer) pair rate limit hit",
+    131049: "This message was not delivered to maintain healthy ecosystem engagement.",
+    131050: "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages "
+            "on WhatsApp from your business.",
+    131056: "(Business Account, Consumer Account) pair rate limit hit",
     132000: "Number of parameters does not match the expected number of params",
     132001: "Template name does not exist in the translation",
     132005: "Translated text too long",
+    132015: "Template is Paused",
+    132016: "Template is Disabled",
+    132018: "There was an issue with the parameters in your template.",
     133004: "Server temporarily unavailable",
     368: "Temporarily blocked for policies violations",
     131031: "Business Account locked",
 }
+DETAILS: dict[int, str] = {
+    130429: "Message failed to send because there were too many messages sent from this phone number in a short "
+            "period of time",
+    131026: "Message Undeliverable.",
+    131047: "Message failed to send because more than 24 hours have passed since the customer last replied to this "
+            "number.",
+    131056: "Message failed to send because there were too many messages sent from this phone number to the same "
+            "phone number in a short period of time.",
+}
+ERROR_CODES_URL = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 HTTP_STATUS: dict[int, int] = {
     190: 401, 0: 401, 10: 403, 368: 403, 131031: 403, 132001: 404,
     131000: 500, 131016: 503, 133004: 503, 2: 503, 1: 400,
@@ -47,6 +69,8 @@ class GraphError(Exception):
     subcode: int | None = None
     type: str = "OAuthException"
     http_status: int | None = None
+    user_title: str | None = None  # Graph's error_user_title, where Meta sends one
+    user_msg: str | None = None
 
     @property
     def status(self) -> int:
@@ -54,7 +78,7 @@ class GraphError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.code, self.details, message=self.message, subcode=self.subcode,
-                          error_type=self.type)
+                          error_type=self.type, user_title=self.user_title, user_msg=self.user_msg)
 
 
 def fbtrace_id() -> str:
@@ -68,6 +92,8 @@ def error_body(
     message: str | None = None,
     subcode: int | None = None,
     error_type: str = "OAuthException",
+    user_title: str | None = None,
+    user_msg: str | None = None,
 ) -> bytes:
     error: dict[str, Any] = {
         "message": message or f"(#{code}) {TITLES.get(code, 'Error')}",
@@ -78,6 +104,10 @@ def error_body(
         error["error_data"] = {"messaging_product": "whatsapp", "details": details}
     if subcode is not None:
         error["error_subcode"] = subcode
+    if user_title:
+        error["is_transient"] = False
+        error["error_user_title"] = user_title
+        error["error_user_msg"] = user_msg or user_title
     error["fbtrace_id"] = fbtrace_id()
     return json.dumps({"error": error}, separators=(",", ":")).encode()
 

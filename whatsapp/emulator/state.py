@@ -1,16 +1,20 @@
-"""In-memory state of the emulator: accepted messages, queued faults, windows, webhook deliveries."""
+"""In-memory state of the emulator: accepted messages, rejections, queued faults, windows, webhook deliveries,
+the virtual clock, the run-time settings and the send limits."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import os
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from whatsapp.emulator.clock import VirtualClock
+from whatsapp.emulator.config import EmulatorConfig
 from whatsapp.emulator.graph_errors import GraphError
+from whatsapp.emulator.limits import SendLimiter
+from whatsapp.emulator.tunables import Tunables
 
 _WAMID_PREFIX = base64.b64encode(os.urandom(6)).decode()
 
@@ -70,31 +74,47 @@ class AcceptedMessage:
     wa_id: str
     phone_number_id: str
     type: str
-    accepted_at: float
+    accepted_at: float  # virtual time
     payload: dict[str, Any]
     statuses: list[str] = field(default_factory=list)
+    status_history: list[dict[str, Any]] = field(default_factory=list)  # {"status", "timestamp"}
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    user_id: str | None = None  # the recipient's business-scoped user id, when BSUIDs are on
+
+    def add_status(self, status: str, timestamp: float, errors: list[dict[str, Any]] | None = None) -> None:
+        self.statuses.append(status)
+        self.status_history.append({"status": status, "timestamp": int(timestamp)})
+        if errors:
+            self.errors.extend(errors)
+
+    @property
+    def status(self) -> str:
+        return self.statuses[-1] if self.statuses else "accepted"
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.message_id, "to": self.to, "wa_id": self.wa_id,
+            "id": self.message_id, "to": self.to, "wa_id": self.wa_id, "user_id": self.user_id,
             "phone_number_id": self.phone_number_id, "type": self.type, "accepted_at": self.accepted_at,
-            "statuses": list(self.statuses), "payload": self.payload,
+            "status": self.status, "statuses": list(self.statuses), "status_history": list(self.status_history),
+            "errors": list(self.errors), "payload": self.payload,
         }
 
 
 class EmulatorState:
     """Everything the emulator remembers; touched only from its event loop."""
 
-    def __init__(self, max_records: int) -> None:
+    def __init__(self, max_records: int, tunables: Tunables | None = None, clock: VirtualClock | None = None) -> None:
         self._counter = itertools.count(1)
         self.messages: dict[str, AcceptedMessage] = {}
         self._order: deque[str] = deque()
         self._max_records = max_records
         self.faults: deque[Fault] = deque()
         self.webhooks: deque[dict[str, Any]] = deque(maxlen=max_records)
-        self.last_inbound: dict[str, float] = {}  # wa_id → monotonic time the user last wrote
-        self._pair_sends: dict[str, deque[float]] = {}
-        self._second: tuple[int, int] = (0, 0)  # (second, sends in it)
+        self.rejections: deque[dict[str, Any]] = deque(maxlen=max_records)
+        self.last_inbound: dict[str, float] = {}  # wa_id or BSUID → virtual time the user last wrote
+        self.clock = clock or VirtualClock()
+        self.tunables = tunables or Tunables.from_config(EmulatorConfig(access_token="", app_secret=""))
+        self.limiter = SendLimiter(self.clock.now)
 
     def next_wamid(self) -> str:
         return new_wamid(next(self._counter))
@@ -105,35 +125,37 @@ class EmulatorState:
         while len(self._order) > self._max_records:
             self.messages.pop(self._order.popleft(), None)
 
-    def reset(self) -> None:
+    def reject(self, *, code: int | None, http_status: int, phone_number_id: str, payload: Any,
+               subcode: int | None = None, details: str = "", injected: bool = False) -> None:
+        """Remembers a refused send (``GET /_emulator/rejections``): code and time, never the content."""
+        to = payload.get("to") if isinstance(payload, dict) else None
+        kind = payload.get("type", "text") if isinstance(payload, dict) else None
+        self.rejections.append({
+            "at": self.clock.now(), "code": code, "subcode": subcode, "http_status": http_status,
+            "details": details, "phone_number_id": phone_number_id, "to": to if isinstance(to, str) else None,
+            "wa_id": "".join(ch for ch in to if ch.isdigit()) if isinstance(to, str) else None,
+            "type": kind if isinstance(kind, str) else None, "injected": injected,
+        })
+
+    def reset(self, *, clock: bool = False) -> None:
         self.messages.clear()
         self._order.clear()
         self.faults.clear()
         self.webhooks.clear()
+        self.rejections.clear()
         self.last_inbound.clear()
-        self._pair_sends.clear()
+        self.limiter.reset()
+        if clock:
+            self.clock.reset()
 
     def next_fault(self) -> Fault | None:
         return self.faults.popleft() if self.faults else None
 
+    def open_window(self, key: str, at: float) -> None:
+        """The user wrote at virtual time ``at``: their 24-hour window runs from the latest such message."""
+        if at > self.last_inbound.get(key, float("-inf")):
+            self.last_inbound[key] = at
+
     def window_open(self, wa_id: str, window_seconds: float) -> bool:
         opened = self.last_inbound.get(wa_id)
-        return opened is not None and time.monotonic() - opened < window_seconds
-
-    def pair_limited(self, wa_id: str, limit: int) -> bool:
-        """True if this send would exceed ``limit`` sends to one user within 6 seconds."""
-        now = time.monotonic()
-        sends = self._pair_sends.setdefault(wa_id, deque())
-        while sends and now - sends[0] >= 6.0:
-            sends.popleft()
-        if len(sends) >= limit:
-            return True
-        sends.append(now)
-        return False
-
-    def throughput_limited(self, limit: int) -> bool:
-        second = int(time.monotonic())
-        current, count = self._second
-        count = count + 1 if current == second else 1
-        self._second = (second, count)
-        return count > limit
+        return opened is not None and self.clock.now() - opened < window_seconds

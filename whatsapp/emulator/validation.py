@@ -1,9 +1,16 @@
 """Checks a send request the way the Cloud API does, against the template registry.
 
-Follows the "Messages" reference (https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages)
-and "Template messages" (components: header/body parameters, ``button`` components with ``sub_type`` and
-``index``; ``parameter_name`` for ``parameter_format: NAMED``), answering with the codes of the
-"Error codes" reference: 100, 131008, 131009, 131051, 132000, 132001, 132005, 132018.
+Follows the "Messages" reference (https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages;
+request shapes as in facebook/openapi ``business-messaging-api_v23.0.yaml``, ``POST
+/{Version}/{Phone-Number-ID}/messages``) and "Template messages" (components: header/body parameters,
+``button`` components with ``sub_type`` and ``index``; ``parameter_name`` for ``parameter_format: NAMED``),
+answering with the codes of the "Error codes" reference: 100, 131008, 131009, 131051, 132000, 132001,
+132005, 132015, 132016, 132018.
+
+* text ("Text messages"): ``text.body`` required, at most 4,096 characters; ``preview_url`` a boolean.
+* interactive: see :mod:`whatsapp.emulator.interactive`.
+* template: checked against the registry's shape; its status (paused 132015, disabled 132016, not
+  approved 132001) comes from :class:`whatsapp.emulator.templates.TemplateRegistry`.
 
 Plain dict access only: this runs on the emulator's hot path.
 """
@@ -12,10 +19,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from whatsapp.catalogue import Template, TemplateCatalogue
+from whatsapp.catalogue import Template
 from whatsapp.emulator.graph_errors import GraphError
+from whatsapp.emulator.interactive import check_interactive
 
 SUPPORTED_TYPES = frozenset({"template", "text", "interactive"})
 META_TYPES = frozenset({"audio", "contacts", "document", "image", "location", "reaction", "sticker", "video"})
@@ -26,6 +34,12 @@ MAX_CALLBACK_DATA = 512
 MAX_PAYLOAD = 256
 MAX_TEXT_BODY = 4096
 MAX_TEMPLATE_BODY = 1024
+
+
+class TemplateSource(Protocol):
+    """A :class:`~whatsapp.catalogue.TemplateCatalogue` or the emulator's template registry."""
+
+    def get(self, name: str, language: str) -> Template | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +54,7 @@ class ValidSend:
     category: str | None  # the template's category, for pricing
 
 
-def validate_send(payload: Any, catalogue: TemplateCatalogue) -> ValidSend:
+def validate_send(payload: Any, catalogue: TemplateSource) -> ValidSend:
     """Returns what was accepted, or raises :class:`GraphError` with Meta's code."""
     if not isinstance(payload, dict):
         raise GraphError(100, "Request body must be a JSON object")
@@ -68,7 +82,7 @@ def validate_send(payload: Any, catalogue: TemplateCatalogue) -> ValidSend:
     elif kind == "text":
         _check_text(payload.get("text"))
     elif kind == "interactive":
-        _check_interactive(payload.get("interactive"))
+        check_interactive(payload.get("interactive"))
     elif kind in META_TYPES:
         raise GraphError(131051, f"The emulator does not implement message type {kind}")
     else:
@@ -83,34 +97,12 @@ def _check_text(text: Any) -> None:
         raise GraphError(100, "The parameter text['body'] is required.")
     if len(body) > MAX_TEXT_BODY:
         raise GraphError(100, f"Param text['body'] must be at most {MAX_TEXT_BODY} characters long.")
+    preview_url = text.get("preview_url", False)
+    if not isinstance(preview_url, bool):
+        raise GraphError(100, "Param text['preview_url'] must be a boolean")
 
 
-def _check_interactive(interactive: Any) -> None:
-    if not isinstance(interactive, dict):
-        raise GraphError(100, "The parameter interactive is required.")
-    body = interactive.get("body")
-    if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
-        raise GraphError(131008, "The parameter interactive['body']['text'] is required.")
-    kind = interactive.get("type")
-    action = interactive.get("action")
-    if kind == "button":
-        buttons = action.get("buttons") if isinstance(action, dict) else None
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
-            raise GraphError(131009, "interactive button messages need 1 to 3 buttons")
-        for button in buttons:
-            reply = button.get("reply") if isinstance(button, dict) else None
-            if not isinstance(reply, dict) or not reply.get("id") or not reply.get("title"):
-                raise GraphError(131008, "Each reply button needs reply.id and reply.title")
-            if len(str(reply["id"])) > MAX_PAYLOAD or len(str(reply["title"])) > 20:
-                raise GraphError(131009, "Button id is at most 256 characters and title at most 20")
-    elif kind == "list":
-        if not isinstance(action, dict) or not action.get("button") or not action.get("sections"):
-            raise GraphError(131008, "List messages need action.button and action.sections")
-    elif kind not in ("cta_url", "flow", "product", "product_list", "location_request_message"):
-        raise GraphError(100, "Param interactive['type'] is not valid")
-
-
-def _check_template(raw: Any, catalogue: TemplateCatalogue) -> Template:
+def _check_template(raw: Any, catalogue: TemplateSource) -> Template:
     if not isinstance(raw, dict):
         raise GraphError(100, "The parameter template is required.")
     name = raw.get("name")
