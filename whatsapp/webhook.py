@@ -15,7 +15,7 @@ Implements the webhook shapes of Meta's "Webhooks" reference
   ``context.id`` (the message being replied to).
 * Business-scoped user IDs (2026, "Business-scoped user IDs", developers.facebook.com/documentation/
   business-messaging/whatsapp/business-scoped-user-ids): ``contacts[]`` carry ``user_id`` (BSUID, e.g.
-  ``US.13491208655302741918``) and ``wa_id`` only when the phone number may be shared; a message may lack
+  ``US.1000000000000000001``) and ``wa_id`` only when the phone number may be shared; a message may lack
   ``from`` and carry ``from_user_id``. A message must name its sender by at least one of the two; the
   missing one is taken from the matching contact (same ``wa_id`` / ``user_id``, or the only contact when
   it contradicts neither). Statuses are completed the same way (``recipient_id`` / ``recipient_user_id``).

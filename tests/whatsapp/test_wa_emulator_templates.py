@@ -107,7 +107,7 @@ async def test_creation_is_validated(emulator: EmulatorServer, change: dict[str,
 async def test_management_needs_the_token_and_the_right_waba(emulator: EmulatorServer) -> None:
     status, body = await graph("GET", templates_url(emulator), token="wrong")
     assert (status, body["error"]["code"]) == (401, 190)
-    status, body = await graph("POST", templates_url(emulator, waba_id="299999999999999"), NEW_TEMPLATE)
+    status, body = await graph("POST", templates_url(emulator, waba_id="299900000000000"), NEW_TEMPLATE)
     assert (status, body["error"]["code"], body["error"]["error_subcode"]) == (400, 100, 33)
     assert (await graph("GET", templates_url(emulator, query="?limit=0")))[0] == 400
     assert (await graph("GET", templates_url(emulator, query="?after=%%%")))[0] == 400

@@ -33,17 +33,17 @@ def body(*entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 SENT = {
-    "id": "wamid.A1", "status": "sent", "timestamp": "1750857384", "recipient_id": "12015550123",
+    "id": "wamid.A1", "status": "sent", "timestamp": "1700000000", "recipient_id": "12015550123",
     "biz_opaque_callback_data": "outbox:42",
-    "conversation": {"id": "a75d17ad06104c51166f948319b03c6a", "expiration_timestamp": "1750943820",
+    "conversation": {"id": "5f0000000000000000000000000000c1", "expiration_timestamp": "1700086400",
                      "origin": {"type": "utility"}},
     "pricing": {"billable": True, "pricing_model": "PMP", "type": "regular", "category": "utility"},
     "some_future_field": {"nested": [1, 2]},
 }
-DELIVERED = {**SENT, "status": "delivered", "timestamp": "1750857390"}
-READ = {"id": "wamid.A1", "status": "read", "timestamp": "1750857400", "recipient_id": "12015550123"}
+DELIVERED = {**SENT, "status": "delivered", "timestamp": "1700000006"}
+READ = {"id": "wamid.A1", "status": "read", "timestamp": "1700000016", "recipient_id": "12015550123"}
 FAILED = {
-    "id": "wamid.B2", "status": "failed", "timestamp": "1750857401", "recipient_id": "12015550124",
+    "id": "wamid.B2", "status": "failed", "timestamp": "1700000017", "recipient_id": "12015550124",
     "errors": [{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
                 "error_data": {"details": "Message Undeliverable."}}],
 }
@@ -59,7 +59,7 @@ def test_statuses_across_entries_and_changes() -> None:
         ("wamid.A1", "sent"), ("wamid.A1", "delivered"), ("wamid.A1", "read"), ("wamid.B2", "failed")]
     assert [t.event for t in batch.template_statuses] == ["APPROVED"]
     sent = batch.statuses[0]
-    assert sent.timestamp == 1750857384
+    assert sent.timestamp == 1700000000
     assert sent.recipient_id == "12015550123"
     assert sent.phone_number_id == "100000000000001"
     assert sent.biz_opaque_callback_data == "outbox:42"
@@ -73,7 +73,7 @@ def test_statuses_across_entries_and_changes() -> None:
 
 def test_inbound_messages_of_each_kind() -> None:
     messages = [
-        {"from": "12015550123", "id": "wamid.T", "timestamp": "1750857500", "type": "text",
+        {"from": "12015550123", "id": "wamid.T", "timestamp": "1755500100", "type": "text",
          "text": {"body": "hello"}},
         {"from": "12015550123", "id": "wamid.Q", "timestamp": "1750857501", "type": "button",
          "context": {"from": "12015550100", "id": "wamid.A1"},
@@ -91,7 +91,7 @@ def test_inbound_messages_of_each_kind() -> None:
     batch = parse_webhook(json.dumps(body([change({"contacts": contacts, "messages": messages})])).encode())
     text, button, reply, listed, unsupported = batch.messages
     assert (text.type, text.text, text.from_id) == ("text", "hello", "12015550123")
-    assert text.timestamp == 1750857500
+    assert text.timestamp == 1755500100
     assert (button.button_payload, button.button_text, button.context_message_id) == (
         "confirm:outbox:42", "Confirm", "wamid.A1")
     assert (reply.interactive_reply_id, reply.interactive_reply_title) == ("handoff", "Talk to staff")
@@ -139,12 +139,12 @@ def test_bodies_that_are_not_webhooks_raise(bad: bytes) -> None:
 
 # -- business-scoped user ids ---------------------------------------------------------------------------------
 
-BSUID = "US.13491208655302741918"
+BSUID = "US.1000000000000000001"
 BSUID_2 = "US.20000000000000000002"
 
 
 def text_message(**fields: Any) -> dict[str, Any]:
-    return {"id": "wamid.M", "timestamp": "1750857600", "type": "text", "text": {"body": "hi"}, **fields}
+    return {"id": "wamid.M", "timestamp": "1755500100", "type": "text", "text": {"body": "hi"}, **fields}
 
 
 def one_message(message: dict[str, Any], contacts: list[dict[str, Any]] | None = None) -> InboundMessage:
@@ -198,7 +198,7 @@ def test_a_message_must_name_its_sender(contacts: list[dict[str, Any]] | None) -
 
 def test_status_recipient_bsuid() -> None:
     contacts = [{"wa_id": "12015550123", "user_id": BSUID}]
-    to_bsuid = {"id": "wamid.S1", "status": "delivered", "timestamp": "1750857700", "recipient_user_id": BSUID}
+    to_bsuid = {"id": "wamid.S1", "status": "delivered", "timestamp": "1755500300", "recipient_user_id": BSUID}
     to_number = {"id": "wamid.S2", "status": "read", "timestamp": "1750857701", "recipient_id": "12015550123"}
     failed = {"id": "wamid.S3", "status": "failed", "timestamp": "1750857702", "recipient_id": "12015550124",
               "errors": [{"code": 131026, "title": "Message undeliverable"}]}
@@ -211,7 +211,7 @@ def test_status_recipient_bsuid() -> None:
 # -- system messages ------------------------------------------------------------------------------------------
 
 def system_message(system: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"id": "wamid.SYS", "timestamp": "1739321024", "type": "system", "system": system, **fields}
+    return {"id": "wamid.SYS", "timestamp": "1755500200", "type": "system", "system": system, **fields}
 
 
 def test_user_changed_number() -> None:
@@ -263,7 +263,7 @@ def test_interactive_type_is_kept() -> None:
 # -- template status and quality ------------------------------------------------------------------------------
 
 def template_change(value: dict[str, Any], field: str = "message_template_status_update",
-                    time: int | None = 1751247548) -> dict[str, Any]:
+                    time: int | None = 1700000000) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": "100000000000002", "changes": [{"value": value, "field": field}]}
     if time is not None:
         entry["time"] = time
@@ -282,7 +282,7 @@ def test_template_status_events() -> None:
     parsed = [parse_webhook(template_change(v)).template_statuses[0] for v in (approved, rejected, paused, deleting)]
     assert parsed[0] == TemplateStatusEvent(
         template_id="100000000000011", name="appointment_confirmation", language="en_US", event="APPROVED",
-        reason="NONE", category="UTILITY", title=None, waba_id="100000000000002", entry_time=1751247548)
+        reason="NONE", category="UTILITY", title=None, waba_id="100000000000002", entry_time=1700000000)
     assert [(t.event, t.reason, t.title) for t in parsed] == [
         ("APPROVED", "NONE", None), ("REJECTED", "INVALID_FORMAT", None), ("PAUSED", "NONE", "FIRST_PAUSE"),
         ("PENDING_DELETION", None, None)]
@@ -294,9 +294,9 @@ def test_template_quality_updates_have_their_own_list() -> None:
              "message_template_name": "appointment_confirmation", "message_template_language": "en_US"}
     expected = TemplateQualityEvent(template_id="100000000000011", name="appointment_confirmation",
                                     language="en_US", new_score="YELLOW", previous_score="GREEN",
-                                    waba_id="100000000000002", entry_time=1674864290)
+                                    waba_id="100000000000002", entry_time=1755500400)
     for field in ("message_template_quality_update", "message_template_status_update"):  # the second: docs' typo
-        batch = parse_webhook(template_change(value, field=field, time=1674864290))
+        batch = parse_webhook(template_change(value, field=field, time=1755500400))
         assert batch.template_quality == [expected] and batch.template_statuses == []
 
 
@@ -327,8 +327,8 @@ def test_raw_message_with_slash_and_unicode_escapes() -> None:
     raw = (b'{"object":"whatsapp_business_account","entry":[{"id":"100000000000002","changes":[{"value":'
            b'{"messaging_product":"whatsapp","metadata":{"display_phone_number":"12015550100",'
            b'"phone_number_id":"100000000000001"},"contacts":[{"profile":{"name":"Jos\\u00e9"},'
-           b'"wa_id":"12015550123","user_id":"US.13491208655302741918"}],"messages":[{"from":"12015550123",'
-           b'"id":"wamid.HBgLMTIwMTU1NTAxMjMVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=","timestamp":"1750857600",'
+           b'"wa_id":"12015550123","user_id":"US.1000000000000000001"}],"messages":[{"from":"12015550123",'
+           b'"id":"wamid.HBgLMTIwMTU1NTAxMjMVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=","timestamp":"1755500100",'
            b'"type":"text","text":{"body":"\\u00bfMa\\u00f1ana a las 10:30? S\\u00ed \\/ ok \\ud83d\\udc4d"}}]},'
            b'"field":"messages"}]}]}')
     [message] = parse_webhook(raw).messages
@@ -338,14 +338,14 @@ def test_raw_message_with_slash_and_unicode_escapes() -> None:
 
 
 def test_raw_template_status_with_escapes_and_integer_id() -> None:
-    raw = (b'{"entry":[{"id":"100000000000002","time":1751247548,"changes":[{"value":{"event":"REJECTED",'
+    raw = (b'{"entry":[{"id":"100000000000002","time":1700000000,"changes":[{"value":{"event":"REJECTED",'
            b'"message_template_id":100000000000011,"message_template_name":"results_ready",'
            b'"message_template_language":"es","reason":"INVALID_FORMAT","message_template_category":"UTILITY",'
            b'"rejection_info":{"reason":"El bot\\u00f3n \\/l\\/{{1}} no es v\\u00e1lido","recommendation":"-"}},'
            b'"field":"message_template_status_update"}]}],"object":"whatsapp_business_account"}')
     [event] = parse_webhook(raw).template_statuses
     assert (event.template_id, event.name, event.language, event.event, event.reason, event.entry_time) == (
-        "100000000000011", "results_ready", "es", "REJECTED", "INVALID_FORMAT", 1751247548)
+        "100000000000011", "results_ready", "es", "REJECTED", "INVALID_FORMAT", 1700000000)
 
 
 def test_raw_utf8_bytes_without_escapes() -> None:

@@ -11,7 +11,7 @@ Shapes follow Meta's webhook references (https://developers.facebook.com/docs/wh
   ``reason`` (``"NONE"`` unless rejected), ``message_template_category``, and ``other_info`` (pauses) or
   ``disable_info`` (disabled).
 * "Business-scoped user IDs": a BSUID is a two-letter ISO country code, a dot and up to 128 alphanumerics
-  (``US.13491208655302741918``), stable per user and business; :func:`bsuid_for` derives one from the wa_id
+  (``US.1000000000000000001``), stable per user and business; :func:`bsuid_for` derives one from the wa_id
   and the business (WABA) id, so the same user always gets the same id here.
 
 Bodies are serialised the way Meta does it (:func:`meta_json`) and signed over exactly those bytes.
@@ -45,7 +45,7 @@ def meta_json(document: Any) -> bytes:
 
 @lru_cache(maxsize=65_536)
 def bsuid_for(wa_id: str, business_id: str) -> str:
-    """A deterministic business-scoped user id for ``wa_id``, e.g. ``US.1482051239684477412``."""
+    """A deterministic business-scoped user id for ``wa_id``, e.g. ``US.1000000000000000042``."""
     country = next((iso for prefix, iso in _COUNTRIES if wa_id.startswith(prefix)), "US")
     digest = int.from_bytes(hashlib.sha256(f"{business_id}:{wa_id}".encode()).digest()[:8], "big")
     return f"{country}.{10**18 + digest % (9 * 10**18)}"
