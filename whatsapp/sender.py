@@ -82,7 +82,7 @@ class CloudApiSender:
             raise RetryableError(f"Request not sent ({exc})") from exc
         except ResponseLostError as exc:
             raise AmbiguousSendError(f"No response after sending ({exc})") from exc
-        parsed = _parse_json(raw)
+        parsed = parse_json_object(raw)
         if 200 <= status < 300:
             return _result(status, parsed)
         error = classify(status, parsed)
@@ -104,7 +104,8 @@ class CloudApiSender:
         await self.aclose()
 
 
-def _parse_json(raw: bytes) -> dict[str, Any] | None:
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """A Graph API response body as a JSON object, or None (empty, not JSON, not an object)."""
     if not raw:
         return None
     try:

@@ -38,6 +38,7 @@ import aiohttp
 
 from whatsapp.catalogue import CatalogueError, TemplateCatalogue
 from whatsapp.errors import AccountBlockedError, AmbiguousSendError, RetryableError, WhatsAppError, classify
+from whatsapp.sender import parse_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class TemplatesClient:
             if method == "GET":
                 raise RetryableError(f"No response ({type(exc).__name__})") from exc
             raise AmbiguousSendError(f"No response after sending ({type(exc).__name__})") from exc
-        parsed = _parse_json(raw)
+        parsed = parse_json_object(raw)
         if not 200 <= status < 300:
             error = classify(status, parsed)
             logger.info("template api %s failed: %s", method, error)
@@ -298,16 +299,6 @@ def _next_cursor(paging: Any) -> str | None:
     if not after:
         raise RetryableError("Template list has a next page but no cursor", http_status=200)
     return str(after)
-
-
-def _parse_json(raw: bytes) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def _opt_str(value: Any) -> str | None:
