@@ -86,8 +86,14 @@ class InboundProcessor:
                 select(InboundMessage).where(col(InboundMessage.state) == "pending")
                 .order_by(col(InboundMessage.id)).limit(limit).with_for_update(skip_locked=True)))
             for row in rows:
-                row.outcome = self._process(session, row)
-                row.state, row.processed_at, row.content_enc = "done", utcnow(), None
+                try:
+                    with session.begin_nested():  # one bad message must not block the others
+                        row.outcome = self._process(session, row)
+                        row.state = "done"
+                except Exception as error:
+                    log.exception("inbound message %s could not be processed", row.id)
+                    row.outcome, row.state = f"error:{type(error).__name__}"[:32], "failed"
+                row.processed_at, row.content_enc = utcnow(), None
                 session.add(row)
             return len(rows)
 

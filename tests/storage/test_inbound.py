@@ -167,3 +167,18 @@ def test_a_stop_button_of_another_patient_is_refused(engine: Engine) -> None:
     deliver(engine, processor, own)  # the "Stop reminders" quick reply, no context needed
     assert consent(engine, "Patient/9") == OPTED_OUT
     assert [r.state for r in outbox_rows(engine, "reminder")] == ["queued", "suppressed"]
+
+
+def test_a_message_that_cannot_be_read_does_not_block_the_others(engine: Engine) -> None:
+    outbox, processor = setup(engine)
+    queue_for(outbox, "Patient/10", 110, "r10")
+    store_batch(engine, parse_webhook(text_from(110, "hello")), processor.contacts)
+    with transaction(engine) as session:  # e.g. encrypted under a key that is no longer configured
+        row = session.exec(select(InboundMessage)).one()
+        row.content_enc = "v1.otherkey.AAAA.BBBB"
+        session.add(row)
+    deliver(engine, processor, text_from(110, "STOP"))
+    with Session(engine) as session:
+        outcomes = sorted((r.state, r.outcome or "") for r in session.exec(select(InboundMessage)))
+    assert outcomes == [("done", "opted_out"), ("failed", "error:DecryptionError")]
+    assert consent(engine, "Patient/10") == OPTED_OUT
