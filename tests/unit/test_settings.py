@@ -76,3 +76,25 @@ def test_readme_documents_every_setting() -> None:
     documented = set(re.findall(r"`BRIDGE_([A-Z0-9_]+)`", readme))
     missing = {name.upper() for name in Settings.model_fields} - documented
     assert not missing, f"settings missing from the README: {sorted(missing)}"
+
+
+def test_webhook_secret_rotation_and_whatsapp_limits() -> None:
+    rotating = load_settings(**REAL, whatsapp_app_secret_previous="b" * 32)
+    assert rotating.app_secrets() == [b"a" * 32, b"b" * 32]
+    assert load_settings(**REAL).app_secrets() == [b"a" * 32]
+    assert any("whatsapp_app_secret_previous has a placeholder value" in line
+               for line in problems(**REAL, whatsapp_app_secret_previous="changeme"))
+    found = "\n".join(problems(**REAL, whatsapp_messages_per_second=5000, whatsapp_pair_interval_seconds=0.1,
+                               undeliverable_hook_url="ftp://x"))
+    assert "BRIDGE_WHATSAPP_MESSAGES_PER_SECOND" in found and "1000" in found
+    assert "BRIDGE_WHATSAPP_PAIR_INTERVAL_SECONDS" in found
+    assert "BRIDGE_UNDELIVERABLE_HOOK_URL" in found
+
+
+def test_an_unknown_fallback_template_stops_the_service_at_start(tmp_path: Path) -> None:
+    from adapter.app import build_service
+
+    settings = load_settings(mode="demo", database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                             whatsapp_fallback_template="no_such_template")
+    with pytest.raises(SettingsError, match="whatsapp_fallback_template: no template named 'no_such_template'"):
+        build_service(settings)
