@@ -128,8 +128,9 @@ async def start(service: Service) -> None:
         service.outbox, service.sender,
         RetryPolicy(settings.dispatch_max_attempts, settings.dispatch_backoff_seconds,
                     settings.dispatch_backoff_max_seconds),
-        batch_size=settings.dispatch_batch_size, concurrency=settings.whatsapp_max_connections,
-        bucket=TokenBucket(settings.whatsapp_messages_per_second),
+        # At most about a second of sends per claim, so each claim sees fresh pacing and consent.
+        batch_size=min(settings.dispatch_batch_size, settings.whatsapp_messages_per_second),
+        concurrency=settings.whatsapp_max_connections, bucket=TokenBucket(settings.whatsapp_messages_per_second),
     )
     if settings.undeliverable_hook_url:
         service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url)
@@ -245,7 +246,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         settings.max_notification_bytes))
     app.include_router(build_webhook_router(
         service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
-        service.outbox.contacts, on_stored=lambda: service.pipeline.wake() if service.pipeline else None))
+        service.outbox.contacts, on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None))
     app.include_router(build_link_router(service.links, service.engine, settings.portal_base_url))
 
     @app.get("/health")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,11 +56,21 @@ class Pipeline:
         self.inbox_batch = inbox_batch
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
+        self._wake_out = asyncio.Event()
+        self._queued = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- waking up (thread-safe: the intake runs in a worker thread)
 
     def wake(self) -> None:
+        """Look at everything at once (thread-safe), e.g. after queuing a message from outside."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._wake_out.set)
+
+    def wake_inward(self) -> None:
+        """An EHR event or a webhook was stored (thread-safe). Messages it leads to wake the outward
+        loop after the inward batch, so sends go out in batches rather than one by one."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -68,28 +78,48 @@ class Pipeline:
         """The intake's sink: store durably, then wake the loop."""
         stored = self.inbox.accept(items)
         if stored:
-            self.wake()
+            self.wake_inward()
         return stored
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Two loops over the same wake-up: what comes in (EHR events, statuses, patients' messages)
+        and what goes out (sends, which wait on the rate limiter, and the fallback hook), so a slow
+        send never holds up reading the inbox."""
         self._loop = asyncio.get_running_loop()
+        await asyncio.gather(self._repeat(self._inward, self._wake, stop, "inward"),
+                             self._repeat(self._outward, self._wake_out, stop, "outward"))
+
+    async def _inward(self) -> int:
+        worked = await self.process_inbox_once()
+        worked += await asyncio.to_thread(apply_pending, self.engine, STATUS_BATCH, self.dispatcher.policy)
+        if self.inbound is not None:
+            processed = await asyncio.to_thread(self.inbound.process_pending)
+            self._queued = self._queued or processed > 0  # a confirmation may be due
+            worked += processed
+        if self._queued:
+            self._queued = False
+            self._wake_out.set()
+        return worked
+
+    async def _outward(self) -> int:
+        worked = await self.dispatcher.run_once()
+        if self.hook is not None:
+            worked += await self.hook.run_once()
+        return worked
+
+    async def _repeat(self, step: Callable[[], Awaitable[int]], wake: asyncio.Event, stop: asyncio.Event,
+                      name: str) -> None:
         while not stop.is_set():
             try:
-                worked = await self.process_inbox_once()
-                worked += await asyncio.to_thread(apply_pending, self.engine, STATUS_BATCH, self.dispatcher.policy)
-                if self.inbound is not None:  # before dispatch: a STOP suppresses what is about to go
-                    worked += await asyncio.to_thread(self.inbound.process_pending)
-                worked += await self.dispatcher.run_once()
-                if self.hook is not None:
-                    worked += await self.hook.run_once()
+                worked = await step()
             except Exception:
                 # A bug or a database outage must not kill the loop; it retries next tick.
-                log.exception("pipeline tick failed")
+                log.exception("pipeline %s tick failed", name)
                 worked = 0
             if worked:
                 continue
-            self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            wake.clear()
+            waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=self.tick_seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
@@ -147,7 +177,7 @@ class Pipeline:
                 related = await self.related.read_all(resource)
         decision = await asyncio.to_thread(self.decider.record, resource, patient, inbox_event_id, related)
         if decision.queued:
-            self.wake()
+            self._queued = True  # the outward loop is woken after this inward batch
         return decision
 
     async def _read_patient(self, reference: str) -> dict[str, Any] | None:
