@@ -2,8 +2,9 @@
 
 Implements the interactions of https://hl7.org/fhir/R4/http.html that the bridge uses: read,
 vread, search (following ``next`` links, https://hl7.org/fhir/R4/search.html#paging), create,
-update (with ``If-Match`` for version-aware writes, https://hl7.org/fhir/R4/http.html#concurrency),
-delete and capabilities. Resources travel as plain dicts: no model validation on reads (it costs
+update and JSON patch (with ``If-Match`` for version-aware writes,
+https://hl7.org/fhir/R4/http.html#concurrency), transaction, instance history, delete and
+capabilities. Resources travel as plain dicts: no model validation on reads (it costs
 ~30x a ``json.loads``); validate what you write before calling :meth:`FhirClient.create`.
 
 Every call has a timeout and raises a typed :mod:`ehr.errors` exception on failure.
@@ -33,6 +34,7 @@ from ehr.errors import (
 )
 
 FHIR_JSON = "application/fhir+json"
+JSON_PATCH = "application/json-patch+json"
 DEFAULT_MAX_PAGES = 50
 # https://hl7.org/fhir/R4/datatypes.html#id; checked so an id can never change the URL's path.
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -134,13 +136,18 @@ class FhirClient:
             resource_type=resource_type,
         )
 
-    async def create(self, resource: Resource) -> Resource:
+    async def create(
+        self, resource: Resource, *, if_none_exist: Sequence[tuple[str, str]] | None = None
+    ) -> Resource:
         """``POST [base]/[type]`` (https://hl7.org/fhir/R4/http.html#create); returns the stored
-        resource with its server-assigned id and ``meta.versionId``."""
+        resource with its server-assigned id and ``meta.versionId``. ``if_none_exist`` makes it a
+        conditional create (https://hl7.org/fhir/R4/http.html#ccreate): a match is returned instead."""
         resource_type = _checked_type(str(resource.get("resourceType", "")), "create")
+        headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = str(httpx.QueryParams(tuple(if_none_exist)))
         response = await self._send(
-            "create", resource_type, "POST", resource_type, content=_encode(resource),
-            headers={"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
+            "create", resource_type, "POST", resource_type, content=_encode(resource), headers=headers,
         )
         return await self._written(response, "create", resource_type)
 
@@ -161,6 +168,51 @@ class FhirClient:
         """``DELETE [base]/[type]/[id]`` (https://hl7.org/fhir/R4/http.html#delete)."""
         path = f"{_checked_type(resource_type, 'delete')}/{_checked_id(resource_id, 'delete')}"
         await self._send("delete", resource_type, "DELETE", path)
+
+    async def patch(
+        self, resource_type: str, resource_id: str, operations: Sequence[dict[str, Any]],
+        if_match: str | None = None,
+    ) -> Resource:
+        """``PATCH [base]/[type]/[id]`` with a JSON Patch (RFC 6902) body
+        (https://hl7.org/fhir/R4/http.html#patch): only the named elements change, so edits
+        others made to the rest of the resource survive. ``if_match`` as in :meth:`update`."""
+        path = f"{_checked_type(resource_type, 'patch')}/{_checked_id(resource_id, 'patch')}"
+        headers = {"Content-Type": JSON_PATCH, "Prefer": "return=representation"}
+        if if_match is not None:
+            headers["If-Match"] = _etag(if_match)
+        body = json.dumps(list(operations), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        response = await self._send("patch", resource_type, "PATCH", path, content=body, headers=headers)
+        return await self._written(response, "patch", resource_type)
+
+    async def transaction(self, bundle: Resource) -> Resource:
+        """``POST [base]`` with a ``transaction`` (or ``batch``) Bundle
+        (https://hl7.org/fhir/R4/http.html#transaction); returns the response Bundle. A refused
+        transaction raises the error class of its HTTP status (412 -> :class:`FhirConflictError`)."""
+        if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in ("transaction", "batch"):
+            raise FhirRequestError("not a transaction or batch Bundle", operation="transaction")
+        response = await self._send(
+            "transaction", None, "POST", "", content=_encode(bundle),
+            headers={"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
+        )
+        return _resource(response, "transaction", "Bundle")
+
+    async def history(self, resource_type: str, resource_id: str) -> list[Resource]:
+        """``GET [base]/[type]/[id]/_history`` (https://hl7.org/fhir/R4/http.html#history): every
+        stored version, newest first as servers return them; deletions (entries without a
+        resource) are skipped. Follows ``next`` links up to ``max_pages``."""
+        url = f"{_checked_type(resource_type, 'history')}/{_checked_id(resource_id, 'history')}/_history"
+        found: list[Resource] = []
+        for _page in range(self.max_pages):
+            response = await self._send("history", resource_type, "GET", url)
+            bundle = _resource(response, "history", "Bundle")
+            found.extend(entry["resource"] for entry in _list(bundle.get("entry"))
+                         if isinstance(entry, dict) and isinstance(entry.get("resource"), dict))
+            next_url = _next_link(bundle)
+            if next_url is None:
+                return found
+            url = self._same_origin(next_url, resource_type)
+        raise FhirPagingLimitError(f"more than {self.max_pages} history pages", operation="history",
+                                   resource_type=resource_type)
 
     async def capabilities(self) -> Resource:
         """``GET [base]/metadata`` (https://hl7.org/fhir/R4/http.html#capabilities)."""

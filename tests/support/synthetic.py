@@ -138,5 +138,46 @@ def synthetic_diagnostic_report(
     return report
 
 
+def synthetic_schedule(actor_ref: str = "Location/synthetic-clinic", *, schedule_id: str | None = None) -> Resource:
+    """An active Schedule for ``actor_ref`` (a Location or Practitioner), no service type (PHI-free)."""
+    schedule: Resource = {
+        "resourceType": "Schedule",
+        "meta": {"tag": [SYNTHETIC_TAG]},
+        "identifier": [_identifier("schedule")],
+        "active": True,
+        "actor": [{"reference": actor_ref}],
+        "comment": "Synthetic test schedule",
+    }
+    if schedule_id:
+        schedule["id"] = schedule_id
+    return schedule
+
+
+def synthetic_slot(
+    schedule_ref: str,
+    start: datetime,
+    *,
+    minutes: int = 30,
+    status: Literal["free", "busy", "busy-unavailable", "busy-tentative", "entered-in-error"] = "free",
+    slot_id: str | None = None,
+) -> Resource:
+    """A Slot of ``minutes`` on ``schedule_ref`` starting at ``start`` (timezone-aware)."""
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware (FHIR instants carry an offset)")
+    slot: Resource = {
+        "resourceType": "Slot",
+        "meta": {"tag": [SYNTHETIC_TAG]},
+        "identifier": [_identifier("slot")],
+        "schedule": {"reference": schedule_ref},
+        "status": status,
+        "start": start.isoformat(timespec="seconds"),
+        "end": (start + timedelta(minutes=minutes)).isoformat(timespec="seconds"),
+        "comment": "Synthetic test slot",
+    }
+    if slot_id:
+        slot["id"] = slot_id
+    return slot
+
+
 def _identifier(kind: str) -> dict[str, str]:
     return {"system": IDENTIFIER_SYSTEM, "value": f"synthetic-{kind}-{uuid.uuid4().hex[:12]}"}
