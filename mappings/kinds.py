@@ -76,8 +76,7 @@ class LocalDate(_FromInstant):
     kind: Literal["local_date"]
 
     def value(self, resource: Mapping[str, Any], ctx: RenderContext) -> str:
-        moment = self._local_moment(resource, ctx)
-        return format_date(moment.date(), format="full", locale=_locale(ctx.language)).translate(_ODD_SPACES)
+        return local_date_text(self._local_moment(resource, ctx), ctx.language)
 
 
 class LocalTime(_FromInstant):
@@ -86,8 +85,17 @@ class LocalTime(_FromInstant):
     kind: Literal["local_time"]
 
     def value(self, resource: Mapping[str, Any], ctx: RenderContext) -> str:
-        moment = self._local_moment(resource, ctx)
-        return format_time(moment.time(), format="short", locale=_locale(ctx.language)).translate(_ODD_SPACES)
+        return local_time_text(self._local_moment(resource, ctx), ctx.language)
+
+
+def local_date_text(moment: datetime, language: str) -> str:
+    """A local moment's date written out in ``language`` (the one form every message uses)."""
+    return format_date(moment.date(), format="full", locale=_locale(language)).translate(_ODD_SPACES)
+
+
+def local_time_text(moment: datetime, language: str) -> str:
+    """A local moment's time in ``language``'s short form."""
+    return format_time(moment.time(), format="short", locale=_locale(language)).translate(_ODD_SPACES)
 
 
 class SiteLabel(_Param):
