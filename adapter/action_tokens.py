@@ -16,18 +16,22 @@ from adapter.db import RowSink, utcnow
 from adapter.models import ActionToken
 from portal_links.tokens import token_hash
 
-ACTIONS = frozenset({"confirm", "reschedule", "cancel", "talk_to_staff", "stop"})
+# Buttons of notifications, and of the service's own follow-up questions (cancel: are you sure?;
+# reschedule: which slot?).
+ACTIONS = frozenset({"confirm", "reschedule", "cancel", "talk_to_staff", "stop", "cancel_confirmed", "keep",
+                     "pick_slot"})
 DEFAULT_TTL = timedelta(days=60)
 
 
 def mint_action_token(session: RowSink, *, action: str, patient_ref: str, resource_ref: str,
-                      version_id: str | None, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None) -> str:
+                      version_id: str | None, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None,
+                      detail: str | None = None) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; known: {sorted(ACTIONS)}")
     created = now or utcnow()
     token = secrets.token_urlsafe(16)
     session.add(ActionToken(token_hash=token_hash(token), action=action, patient_ref=patient_ref,
-                            resource_ref=resource_ref, version_id=version_id, created_at=created,
+                            resource_ref=resource_ref, version_id=version_id, detail=detail, created_at=created,
                             expires_at=created + ttl))
     return token
 

@@ -20,7 +20,9 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.actions import ActionRunner
 from adapter.alerts import count_open
+from adapter.chat import ChatReplies
 from adapter.consent import consent_source
 from adapter.contacts import ContactBook
 from adapter.control import sending_paused
@@ -29,7 +31,7 @@ from adapter.db import make_engine, upgrade
 from adapter.decide import DecideConfig, Decider
 from adapter.dispatch import Dispatcher, RetryPolicy
 from adapter.fallback_hook import FallbackHook
-from adapter.inbound import InboundProcessor
+from adapter.inbound import ChatPolicy, InboundProcessor
 from adapter.inbox import InboxStore
 from adapter.models import InboundMessage, InboxEvent, OutboxMessage, TemplateState
 from adapter.outbox import ClaimRules, OutboxStore
@@ -38,6 +40,7 @@ from adapter.ratelimit import TokenBucket
 from adapter.settings import Settings, SettingsError
 from adapter.templates import TemplateGate
 from adapter.webhooks import build_webhook_router
+from adapter.writeback import AppointmentWriter
 from ehr.auth import auth_from_settings
 from ehr.client import FhirClient
 from ehr.errors import FhirError
@@ -70,11 +73,13 @@ class Service:
     decider: Decider
     specs: dict[str, Any]
     inbound: InboundProcessor
+    replies: ChatReplies
     fhir: FhirClient | None = None
     sender: CloudApiSender | None = None
     pipeline: Pipeline | None = None
     dispatcher: Dispatcher | None = None
     hook: FallbackHook | None = None
+    actions: ActionRunner | None = None
     template_sync_error: str | None = None
     subscriptions: list[SubscriptionState] = field(default_factory=list)
     subscription_error: str | None = None
@@ -101,9 +106,15 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     if settings.whatsapp_fallback_template and not catalogue.languages(settings.whatsapp_fallback_template):
         raise SettingsError([f"whatsapp_fallback_template: no template named {settings.whatsapp_fallback_template!r} "
                              f"in the catalogue (known: {', '.join(catalogue.names())})"])
-    inbound = InboundProcessor(engine, outbox, Conversation.load(), settings.default_language)
+    fallback = settings.whatsapp_fallback_template or None
+    replies = ChatReplies(outbox, Conversation.load(), settings.default_language, fallback,
+                          catalogue.languages(fallback) if fallback else [])
+    opens, closes = settings.staff_times()
+    inbound = InboundProcessor(engine, replies, ChatPolicy(
+        handoff_timeout=timedelta(hours=settings.handoff_timeout_hours), zone=settings.zone, opens=opens,
+        closes=closes, workdays=frozenset(settings.staff_workdays)))
     return Service(settings, engine, catalogue, rules, cipher, InboxStore(engine), outbox, links, decider, specs,
-                   inbound)
+                   inbound, replies)
 
 
 def make_fhir_client(settings: Settings) -> FhirClient:
@@ -134,12 +145,20 @@ async def start(service: Service) -> None:
     )
     if settings.undeliverable_hook_url:
         service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url)
+    writer = AppointmentWriter(service.fhir, confirm_mode=settings.confirm_mode,
+                               reschedule_window=timedelta(days=settings.reschedule_window_days),
+                               free_slot_on_cancel=settings.free_slot_on_cancel)
+    service.actions = ActionRunner(service.engine, writer, service.replies, zone=settings.zone,
+                                   handoff_timeout=timedelta(hours=settings.handoff_timeout_hours),
+                                   staff_inbox_url=settings.staff_inbox_url)
     service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
                                 service.specs, tick_seconds=settings.tick_seconds, inbound=service.inbound,
-                                hook=service.hook)
+                                hook=service.hook, actions=service.actions)
 
 
 async def stop(service: Service) -> None:
+    if service.actions is not None:
+        await service.actions.aclose()
     if service.hook is not None:
         await service.hook.aclose()
     if service.sender is not None:

@@ -173,6 +173,7 @@ class ActionToken(SQLModel, table=True):
     patient_ref: str = Field(max_length=200)
     resource_ref: str = Field(max_length=200)
     version_id: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, max_length=200)  # e.g. the Slot a "pick_slot" token books
     created_at: datetime
     expires_at: datetime
     used_at: datetime | None = None
@@ -279,3 +280,40 @@ class TemplateState(SQLModel, table=True):
     remote_id: str | None = Field(default=None, max_length=64)
     reason: str | None = Field(default=None, max_length=200)
     updated_at: datetime
+
+
+class Conversation(SQLModel, table=True):
+    """The chat with one WhatsApp number: welcomed yet, and whether staff have taken it over (the bot
+    stays silent, except for emergencies and STOP, until the hand-off Task is done or times out)."""
+
+    __tablename__ = "conversation"
+
+    phone_index: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    welcomed_at: datetime | None = None
+    handoff_task: str | None = Field(default=None, max_length=200)
+    handoff_until: datetime | None = None
+    updated_at: datetime
+
+
+class ActionRequest(SQLModel, table=True):
+    """Work a patient's message asked for that needs the EHR (confirm, cancel, reschedule, hand-off):
+    stored in the inbound step's transaction, carried out by the pipeline, retried if the EHR is down."""
+
+    __tablename__ = "action_request"
+    __table_args__ = (Index("ix_action_request_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    kind: str = Field(max_length=32)
+    patient_ref: str = Field(max_length=200)
+    resource_ref: str | None = Field(default=None, max_length=200)
+    version_id: str | None = Field(default=None, max_length=64)
+    slot_ref: str | None = Field(default=None, max_length=200)
+    phone_index: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    language: str = Field(max_length=16)
+    urgent: bool = False
+    state: str = Field(default="pending", max_length=16)  # pending | done | failed
+    attempts: int = 0
+    next_attempt_at: datetime
+    outcome: str | None = Field(default=None, max_length=64)
+    created_at: datetime

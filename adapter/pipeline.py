@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from adapter.actions import ActionRunner
 from adapter.db import transaction, utcnow
 from adapter.decide import Decider, Decision, resource_ref, version_of
 from adapter.dispatch import Dispatcher
@@ -42,7 +43,7 @@ class Pipeline:
     def __init__(self, engine: Engine, inbox: InboxStore, decider: Decider, fhir: FhirClient,
                  dispatcher: Dispatcher, specs: Mapping[str, SubscriptionSpec], *, tick_seconds: float,
                  inbox_batch: int = 100, concurrency: int = 16, inbound: InboundProcessor | None = None,
-                 hook: FallbackHook | None = None) -> None:
+                 hook: FallbackHook | None = None, actions: ActionRunner | None = None) -> None:
         self.engine = engine
         self.inbox = inbox
         self.decider = decider
@@ -52,6 +53,7 @@ class Pipeline:
         self.specs = specs
         self.inbound = inbound
         self.hook = hook
+        self.actions = actions
         self.tick_seconds = tick_seconds
         self.inbox_batch = inbox_batch
         self._slots = asyncio.Semaphore(concurrency)
@@ -96,6 +98,10 @@ class Pipeline:
             processed = await asyncio.to_thread(self.inbound.process_pending)
             self._queued = self._queued or processed > 0  # a confirmation may be due
             worked += processed
+        if self.actions is not None:  # taps that need the EHR: confirm, cancel, reschedule, hand-off
+            performed = await self.actions.run_once()
+            self._queued = self._queued or performed > 0
+            worked += performed
         if self._queued:
             self._queued = False
             self._wake_out.set()

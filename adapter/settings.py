@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -149,6 +150,28 @@ class Settings(BaseSettings):
         "once", description="Results-ready once per report, or again after amended/corrected/appended."
     )
     mappings_dir: Path = Field(DEFAULT_MAPPINGS_DIR, description="Folder of mapping rule files.")
+    # --- conversations and write-back
+    confirm_mode: Literal["participant", "appointment_response"] = Field(
+        "participant", description="How a Confirm tap is written: the patient participant's status, or an "
+        "AppointmentResponse (EHRs differ)."
+    )
+    reschedule_window_days: int = Field(14, ge=1, le=180, description="How far ahead free slots are offered.")
+    free_slot_on_cancel: bool = Field(
+        True, description="Set the Slot free when a patient cancels (for EHRs that expect the client to)."
+    )
+    handoff_timeout_hours: float = Field(
+        24.0, gt=0, le=24 * 14, description="How long the bot stays silent after a hand-off if the Task stays open."
+    )
+    staff_hours: str = Field(
+        "08:00-17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$",
+        description="Front-desk opening hours in the site's time zone (HH:MM-HH:MM), told to patients.",
+    )
+    staff_workdays: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], description="Front-desk working days, 0 = Monday … 6 = Sunday."
+    )
+    staff_inbox_url: str | None = Field(
+        None, description="Optional URL that gets a POST (ids only) for each hand-off, e.g. a staff inbox."
+    )
     # --- delivery
     dispatch_max_attempts: int = Field(8, ge=1, le=50, description="Send attempts before a dead letter.")
     dispatch_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles, with jitter.")
@@ -184,7 +207,7 @@ class Settings(BaseSettings):
         return value.upper()
 
     @field_validator("public_base_url", "fhir_base_url", "whatsapp_api_base_url", "portal_base_url",
-                     "undeliverable_hook_url")
+                     "undeliverable_hook_url", "staff_inbox_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -199,6 +222,13 @@ class Settings(BaseSettings):
         if len(_decode_key(value.get_secret_value())) != 32:
             raise ValueError("must decode to exactly 32 bytes (`bridge keys-new` makes one)")
         return value
+
+    @field_validator("staff_workdays")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(day not in range(7) for day in value):
+            raise ValueError("must list days 0 (Monday) to 6 (Sunday), e.g. [0, 1, 2, 3, 4]")
+        return sorted(set(value))
 
     @field_validator("site_labels")
     @classmethod
@@ -242,6 +272,10 @@ class Settings(BaseSettings):
         if self.whatsapp_app_secret_previous is not None:
             secrets.append(self.whatsapp_app_secret_previous.get_secret_value().encode())
         return [secret for secret in secrets if secret]
+
+    def staff_times(self) -> tuple[time, time]:
+        opens, closes = self.staff_hours.split("-")
+        return time.fromisoformat(opens), time.fromisoformat(closes)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from adapter.demo import DemoStack, start_stack, wait_for
 from adapter.models import InboxEvent, NotificationSkip, OutboxMessage
 from ehr.hook_secrets import authorization_header, derive_secret
 from portal_links.tokens import LinkSigner
+from tests.support.e2e import create, ehr_client, health, patient, sent_to
 from tests.support.synthetic import (
     REPORT_CONCLUSION,
     synthetic_appointment,
@@ -32,40 +32,9 @@ pytestmark = pytest.mark.fhir
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     stack = start_stack(tmp_path_factory.mktemp("e2e"), dispatch_backoff_seconds=0.2)
-    wait_for(lambda: _health(stack)["subscriptions"], 30, "subscriptions")
+    wait_for(lambda: health(stack)["subscriptions"], 30, "subscriptions")
     yield stack
     stack.stop()
-
-
-def _health(stack: DemoStack) -> dict[str, Any]:
-    return httpx.get(f"{stack.settings.public_base_url}/health", timeout=5).json()
-
-
-def _ehr(stack: DemoStack) -> httpx.Client:
-    return httpx.Client(base_url=stack.ehr.base_url, timeout=10, headers={"Content-Type": "application/fhir+json"})
-
-
-def _create(stack: DemoStack, resource: dict[str, Any]) -> dict[str, Any]:
-    with _ehr(stack) as client:
-        response = client.post(f"/{resource['resourceType']}", json=resource)
-        response.raise_for_status()
-        return dict(response.json())
-
-
-def _patient(stack: DemoStack, number: int, *, consent: bool = True, **kw: Any) -> str:
-    patient = _create(stack, synthetic_patient(number=number, **kw))
-    ref = f"Patient/{patient['id']}"
-    if consent:
-        with transaction(make_engine(stack.settings.database_url)) as session:
-            set_consent(session, ref, OPTED_IN, "admin")
-    return ref
-
-
-def _sent_to(stack: DemoStack, number: int) -> list[dict[str, Any]]:
-    found = httpx.get(f"{stack.emulator.base_url}/_emulator/messages", timeout=5).json()
-    messages = found.get("messages", found) if isinstance(found, dict) else found
-    wanted = f"20155501{number:02d}"  # synthetic_patient(number=n) has mobile +1 201-555-01nn
-    return [m.get("payload", m) for m in messages if str(m.get("payload", m).get("to", "")).endswith(wanted)]
 
 
 def _notify(stack: DemoStack, key: str, path: str = "", body: bytes = b"", method: str = "POST",
@@ -88,9 +57,9 @@ def _inbox_count(stack: DemoStack) -> int:
 
 
 def test_booked_appointment_sends_exactly_one_phi_free_confirmation(stack: DemoStack) -> None:
-    patient_ref = _patient(stack, 11)
-    appointment = _create(stack, synthetic_appointment(patient_ref))
-    [message] = wait_for(lambda: _sent_to(stack, 11), 20, "the confirmation")
+    patient_ref = patient(stack, 11)
+    appointment = create(stack, synthetic_appointment(patient_ref))
+    [message] = wait_for(lambda: sent_to(stack, 11), 20, "the confirmation")
     template = message["template"]
     assert template["name"] == "appointment_confirmation" and template["language"]["code"] == "en_US"
     body = next(c for c in template["components"] if c["type"] == "body")
@@ -101,63 +70,63 @@ def test_booked_appointment_sends_exactly_one_phi_free_confirmation(stack: DemoS
     for secret in (appointment["id"], patient_ref.split("/")[1], "Synthetic", "Testpatient", "MRN"):
         assert secret not in text
     time.sleep(1.0)  # any second message would have arrived by now
-    assert len(_sent_to(stack, 11)) == 1
+    assert len(sent_to(stack, 11)) == 1
 
 
 def test_spanish_patient_gets_the_spanish_template(stack: DemoStack) -> None:
-    patient_ref = _patient(stack, 12, language="es-MX")
-    _create(stack, synthetic_appointment(patient_ref))
-    [message] = wait_for(lambda: _sent_to(stack, 12), 20, "the confirmation")
+    patient_ref = patient(stack, 12, language="es-MX")
+    create(stack, synthetic_appointment(patient_ref))
+    [message] = wait_for(lambda: sent_to(stack, 12), 20, "the confirmation")
     assert message["template"]["language"]["code"] == "es"
 
 
 def test_duplicate_notification_and_ping_send_nothing_more(stack: DemoStack) -> None:
-    patient_ref = _patient(stack, 13)
-    appointment = _create(stack, synthetic_appointment(patient_ref))
-    wait_for(lambda: _sent_to(stack, 13), 20, "the confirmation")
+    patient_ref = patient(stack, 13)
+    appointment = create(stack, synthetic_appointment(patient_ref))
+    wait_for(lambda: sent_to(stack, 13), 20, "the confirmation")
     again = _notify(stack, "appointment", f"/Appointment/{appointment['id']}", json.dumps(appointment).encode(),
                     method="PUT")
     assert again.status_code == 200
     assert _notify(stack, "appointment").status_code == 200  # an empty-body ping
     assert _notify(stack, "appointment", f"/Appointment/{appointment['id']}", method="PUT").status_code == 200
     time.sleep(1.5)
-    assert len(_sent_to(stack, 13)) == 1
+    assert len(sent_to(stack, 13)) == 1
 
 
 @contextmanager
 def _ehr_notifications_paused(stack: DemoStack) -> Iterator[None]:
     """Turns the EHR's subscriptions off, as an EHR that dropped its notifications would be."""
-    with _ehr(stack) as client:
+    with ehr_client(stack) as client:
         subs = [e["resource"] for e in client.get("/Subscription", params={"status": "active"}).json().get("entry", [])]
         for sub in subs:
             client.put(f"/Subscription/{sub['id']}", json=dict(sub, status="off")).raise_for_status()
     try:
         yield
     finally:
-        with _ehr(stack) as client:
+        with ehr_client(stack) as client:
             for sub in subs:
                 current = client.get(f"/Subscription/{sub['id']}").json()
                 client.put(f"/Subscription/{sub['id']}", json=dict(current, status="requested"))
 
 
 def test_ping_alone_finds_what_changed(stack: DemoStack) -> None:
-    patient_ref = _patient(stack, 14)
+    patient_ref = patient(stack, 14)
     with _ehr_notifications_paused(stack):
-        _create(stack, synthetic_appointment(patient_ref))
+        create(stack, synthetic_appointment(patient_ref))
         time.sleep(0.5)
-        assert _sent_to(stack, 14) == []
+        assert sent_to(stack, 14) == []
         assert _notify(stack, "appointment").status_code == 200  # an empty-body ping, as without payload
-        wait_for(lambda: _sent_to(stack, 14), 20, "the confirmation found by the ping")
+        wait_for(lambda: sent_to(stack, 14), 20, "the confirmation found by the ping")
 
 
 def test_preliminary_report_sends_nothing_and_final_sends_a_signed_link(stack: DemoStack) -> None:
-    patient_ref = _patient(stack, 15)
-    report = _create(stack, synthetic_diagnostic_report(patient_ref, status="preliminary"))
+    patient_ref = patient(stack, 15)
+    report = create(stack, synthetic_diagnostic_report(patient_ref, status="preliminary"))
     time.sleep(1.5)
-    assert _sent_to(stack, 15) == []
-    with _ehr(stack) as client:
+    assert sent_to(stack, 15) == []
+    with ehr_client(stack) as client:
         client.put(f"/DiagnosticReport/{report['id']}", json=dict(report, status="final")).raise_for_status()
-    [message] = wait_for(lambda: _sent_to(stack, 15), 20, "results ready")
+    [message] = wait_for(lambda: sent_to(stack, 15), 20, "results ready")
     template = message["template"]
     assert template["name"] == "results_ready" and REPORT_CONCLUSION not in json.dumps(template)
     url_button = next(c for c in template["components"] if c.get("sub_type") == "url")
@@ -169,24 +138,24 @@ def test_preliminary_report_sends_nothing_and_final_sends_a_signed_link(stack: D
     assert preview.status_code == 200 and preview.headers["cache-control"] == "no-store"
     opened = httpx.post(link, timeout=5)
     assert opened.status_code == 303 and opened.headers["location"].startswith(stack.settings.portal_base_url)
-    with _ehr(stack) as client:  # an amendment is not a second "results ready" under report_policy=once
+    with ehr_client(stack) as client:  # an amendment is not a second "results ready" under report_policy=once
         current = client.get(f"/DiagnosticReport/{report['id']}").json()
         client.put(f"/DiagnosticReport/{report['id']}", json=dict(current, status="amended")).raise_for_status()
     time.sleep(1.5)
-    assert len(_sent_to(stack, 15)) == 1
+    assert len(sent_to(stack, 15)) == 1
 
 
 def test_no_consent_and_no_mobile_are_recorded_skips(stack: DemoStack) -> None:
-    no_consent = _patient(stack, 16, consent=False)
-    appointment = _create(stack, synthetic_appointment(no_consent))
+    no_consent = patient(stack, 16, consent=False)
+    appointment = create(stack, synthetic_appointment(no_consent))
     ref = f"Appointment/{appointment['id']}"
     assert wait_for(lambda: _skips(stack, ref), 20, "the skip") == ["no_opt_in"]
     landline = synthetic_patient(number=17)
     landline["telecom"] = [{"system": "email", "value": "synthetic@example.org"}]
-    patient = _create(stack, landline)
+    landline_patient = create(stack, landline)
     with transaction(make_engine(stack.settings.database_url)) as session:
-        set_consent(session, f"Patient/{patient['id']}", OPTED_IN, "admin")
-    appointment = _create(stack, synthetic_appointment(f"Patient/{patient['id']}"))
+        set_consent(session, f"Patient/{landline_patient['id']}", OPTED_IN, "admin")
+    appointment = create(stack, synthetic_appointment(f"Patient/{landline_patient['id']}"))
     reasons = wait_for(lambda: _skips(stack, f"Appointment/{appointment['id']}"), 20, "the skip")
     assert reasons[0].startswith("no_mobile")
 
@@ -208,9 +177,9 @@ def test_bad_notifications_get_a_clear_4xx_and_store_nothing(
 def test_whatsapp_outage_is_retried_until_sent(stack: DemoStack) -> None:
     faults = {"responses": [{"http_status": 500, "code": 131000}, {"http_status": 429, "code": 130429}]}
     httpx.post(f"{stack.emulator.base_url}/_emulator/faults", json=faults, timeout=5).raise_for_status()
-    patient_ref = _patient(stack, 18)
-    appointment = _create(stack, synthetic_appointment(patient_ref))
-    wait_for(lambda: _sent_to(stack, 18), 30, "the message after the outage")
+    patient_ref = patient(stack, 18)
+    appointment = create(stack, synthetic_appointment(patient_ref))
+    wait_for(lambda: sent_to(stack, 18), 30, "the message after the outage")
 
     def recorded() -> OutboxMessage | None:  # the emulator has it a moment before our outbox records it
         with Session(make_engine(stack.settings.database_url)) as session:
@@ -219,7 +188,7 @@ def test_whatsapp_outage_is_retried_until_sent(stack: DemoStack) -> None:
         return row if row.state == "sent" else None
 
     row = wait_for(recorded, 10, "the outbox to record the send")
-    assert row.attempts >= 2 and len(_sent_to(stack, 18)) == 1
+    assert row.attempts >= 2 and len(sent_to(stack, 18)) == 1
 
 
 def test_lost_answer_is_reconciled_by_the_status_webhook_not_resent(stack: DemoStack) -> None:
@@ -227,8 +196,8 @@ def test_lost_answer_is_reconciled_by_the_status_webhook_not_resent(stack: DemoS
     # webhook carrying our biz_opaque_callback_data settles it; a blind resend would double-send.
     faults = {"responses": [{"accept": True, "drop_connection": True}]}
     httpx.post(f"{stack.emulator.base_url}/_emulator/faults", json=faults, timeout=5).raise_for_status()
-    patient_ref = _patient(stack, 20)
-    appointment = _create(stack, synthetic_appointment(patient_ref))
+    patient_ref = patient(stack, 20)
+    appointment = create(stack, synthetic_appointment(patient_ref))
     ref = f"Appointment/{appointment['id']}"
 
     def settled() -> OutboxMessage | None:
@@ -238,14 +207,14 @@ def test_lost_answer_is_reconciled_by_the_status_webhook_not_resent(stack: DemoS
 
     row = wait_for(settled, 20, "the ambiguous send to be reconciled")
     assert row.attempts == 1 and row.wamid is not None
-    assert len(_sent_to(stack, 20)) == 1
+    assert len(sent_to(stack, 20)) == 1
 
 
 def test_ehr_outage_is_retried_and_nothing_is_lost(stack: DemoStack) -> None:
-    patient_ref = _patient(stack, 19)
+    patient_ref = patient(stack, 19)
     with _ehr_notifications_paused(stack):
-        proposed = _create(stack, synthetic_appointment(patient_ref, status="proposed"))
-        with _ehr(stack) as client:
+        proposed = create(stack, synthetic_appointment(patient_ref, status="proposed"))
+        with ehr_client(stack) as client:
             booked = client.put(f"/Appointment/{proposed['id']}", json=dict(proposed, status="booked")).json()
         stack.ehr.stop()
         try:
@@ -256,7 +225,7 @@ def test_ehr_outage_is_retried_and_nothing_is_lost(stack: DemoStack) -> None:
             with Session(make_engine(stack.settings.database_url)) as session:
                 event = session.exec(select(InboxEvent).where(col(InboxEvent.resource_id) == booked["id"])).one()
             assert event.state == "pending" and event.last_error == "FhirUnavailableError"
-            assert _sent_to(stack, 19) == []
+            assert sent_to(stack, 19) == []
         finally:
             stack.ehr.start()
-        wait_for(lambda: _sent_to(stack, 19), 30, "the confirmation after the EHR came back")
+        wait_for(lambda: sent_to(stack, 19), 30, "the confirmation after the EHR came back")

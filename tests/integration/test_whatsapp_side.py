@@ -277,10 +277,20 @@ def test_a_free_form_message_24_hours_and_a_second_after_the_last_inbound_become
     reply = {"type": "text", "text": {"body": "Thank you, the clinic has your message."}}
     enqueue(stack, old_ref, old, "w-old-reply", message=reply, fallback=FALLBACK, due_in=6.5)
     enqueue(stack, fresh_ref, fresh, "w-fresh-reply", message=reply, fallback=FALLBACK, due_in=6.5)
-    wait_for(lambda: len(sent_to(stack, old)) == 2 and len(sent_to(stack, fresh)) == 2, 15, "the replies")
+
+    def sent(key: str, number: str) -> dict[str, Any] | None:
+        callback = f"outbox:{outbox_row(stack, key).id}"
+        return next((m for m in sent_to(stack, number) if m["payload"].get("biz_opaque_callback_data") == callback),
+                    None)
+
+    old_reply = wait_for(lambda: sent("w-old-reply", old), 20, "the reply to the old conversation")
+    fresh_reply = wait_for(lambda: sent("w-fresh-reply", fresh), 20, "the reply inside the window")
+    assert old_reply["type"] == "template" and old_reply["payload"]["template"]["name"] == "service_update"
+    assert fresh_reply["type"] == "text"
+    # The service's own chat replies follow the same rule: none to the day-old message (too late to
+    # answer), the welcome and the menu to the recent one, as free-form messages.
     assert [m["type"] for m in sent_to(stack, old)] == ["template", "template"]
-    assert sent_to(stack, old)[1]["payload"]["template"]["name"] == "service_update"
-    assert [m["type"] for m in sent_to(stack, fresh)] == ["template", "text"]
+    assert sorted(m["type"] for m in sent_to(stack, fresh)) == ["interactive", "template", "text", "text"]
     assert rejections(stack, 131047) == []
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.action_tokens import mint_action_token
+from adapter.chat import ChatReplies
 from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.db import transaction, utcnow
 from adapter.inbound import InboundProcessor
@@ -51,7 +52,8 @@ def text_from(n: int, body: str, *, ago: timedelta = timedelta(0), wamid: str | 
 
 def setup(engine: Engine) -> tuple[OutboxStore, InboundProcessor]:
     outbox = outbox_store(engine, pair_interval_seconds=0)
-    return outbox, InboundProcessor(engine, outbox, Conversation.load(), "en_US")
+    replies = ChatReplies(outbox, Conversation.load(), "en_US", "service_update", ["en_US", "es"])
+    return outbox, InboundProcessor(engine, replies)
 
 
 def queue_for(outbox: OutboxStore, patient: str, n: int, key: str) -> None:
@@ -89,11 +91,12 @@ def test_stop_suppresses_queued_messages_confirms_once_and_start_resumes(engine:
     assert consent(engine, "Patient/1") == OPTED_OUT
     [reminder] = outbox_rows(engine, "reminder")
     assert reminder.state == "suppressed"
-    [confirmation] = outbox_rows(engine, "consent")
+    [confirmation] = outbox_rows(engine, "chat.consent")
     assert confirmation.purpose == "consent" and "START" in (confirmation.payload or "")
     deliver(engine, processor, text_from(101, "Start"))
     assert consent(engine, "Patient/1") == OPTED_IN
-    assert [r.rule_id for r in outbox_rows(engine, "consent")] == ["consent.stopped", "consent.started"]
+    payloads = [r.payload or "" for r in outbox_rows(engine, "chat.consent")]
+    assert len(payloads) == 2 and "START" in payloads[0] and "STOP" in payloads[1]
 
 
 def test_spanish_and_chinese_stop_words_reply_in_their_language(engine: Engine) -> None:
@@ -102,7 +105,7 @@ def test_spanish_and_chinese_stop_words_reply_in_their_language(engine: Engine) 
     queue_for(outbox, "Patient/3", 103, "r3")
     deliver(engine, processor, text_from(102, "Baja"))
     deliver(engine, processor, text_from(103, "退订"))
-    replies = {r.patient_ref: r.payload or "" for r in outbox_rows(engine, "consent")}
+    replies = {r.patient_ref: r.payload or "" for r in outbox_rows(engine, "chat.consent")}
     assert "INICIAR" in replies["Patient/2"] and "开始" in replies["Patient/3"]
 
 
@@ -110,7 +113,7 @@ def test_a_sentence_is_not_a_stop(engine: Engine) -> None:
     outbox, processor = setup(engine)
     queue_for(outbox, "Patient/4", 104, "r4")
     deliver(engine, processor, text_from(104, "please do not stop my reminders"))
-    assert consent(engine, "Patient/4") == OPTED_IN and outbox_rows(engine, "consent") == []
+    assert consent(engine, "Patient/4") == OPTED_IN and outbox_rows(engine, "chat.consent") == []
 
 
 def test_a_message_opens_the_window_from_its_own_timestamp_and_content_is_dropped(engine: Engine) -> None:
@@ -122,7 +125,7 @@ def test_a_message_opens_the_window_from_its_own_timestamp_and_content_is_droppe
         assert contact.last_inbound_at is not None
         assert abs((utcnow() - timedelta(hours=3) - contact.last_inbound_at).total_seconds()) < 5
         row = session.exec(select(InboundMessage)).one()
-        assert (row.state, row.outcome, row.content_enc) == ("done", "noted", None)
+        assert (row.state, row.outcome, row.content_enc) == ("done", "menu", None)
 
 
 def test_a_sender_known_only_by_business_scoped_user_id_is_found(engine: Engine) -> None:
