@@ -26,6 +26,7 @@ from adapter.consent import OPTED_IN, set_consent
 from adapter.db import transaction, upgrade
 from adapter.sandbox_ehr import SandboxEhr, free_port
 from adapter.settings import DEMO_SECRET, Settings, load_settings
+from mappings.conversation import Conversation
 from mappings.phi_guard import identifying_strings
 from whatsapp.emulator.config import EmulatorConfig
 from whatsapp.emulator.server import EmulatorServer
@@ -147,7 +148,7 @@ def seed(stack: DemoStack) -> dict[str, dict[str, Any]]:
         for patient_key in ("patient_en", "patient_es", "patient_no_consent"):
             appointment = dict(world["appointment"], participant=[
                 {"actor": {"reference": f"Patient/{made[patient_key]['id']}", "display": "Synthetic Testpatient"},
-                 "status": "accepted"},
+                 "status": "needs-action"},  # awaiting the patient's confirmation
                 {"actor": {"reference": f"Practitioner/{made['practitioner']['id']}",
                            "display": "Doctor Oncologist-Synthetic"}, "status": "accepted"},
                 {"actor": {"reference": f"Location/{made['location']['id']}",
@@ -225,6 +226,36 @@ def _link_walkthrough(stack: DemoStack, messages: list[dict[str, Any]]) -> str:
     return "Portal link: none sent"
 
 
+def _confirm_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]]) -> str:
+    """The Spanish patient taps Confirm: the EHR's appointment shows them as accepted."""
+    appointment = made["appointment_patient_es"]
+    patient_ref = f"Patient/{made['patient_es']['id']}"
+    phone = made["patient_es"]["telecom"][0]["value"]
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    message = next((m.get("payload") or m) for m in messages if str((m.get("payload") or m)["to"]).endswith(digits))
+    confirm = next(c["parameters"][0]["payload"] for c in message["template"]["components"]
+                   if c.get("sub_type") == "quick_reply")
+    httpx.post(f"{stack.emulator.base_url}/_emulator/inbound", timeout=10,
+               json={"from": phone, "button": {"payload": confirm, "text": "Confirmar"}}).raise_for_status()
+
+    def accepted() -> bool:
+        current = httpx.get(f"{stack.ehr.base_url}/Appointment/{appointment['id']}", timeout=5).json()
+        return any(p["actor"]["reference"] == patient_ref and p["status"] == "accepted"
+                   for p in current["participant"])
+
+    wait_for(accepted, 20, "the confirmation to reach the EHR")
+    version = httpx.get(f"{stack.ehr.base_url}/Appointment/{appointment['id']}", timeout=5).json()["meta"]["versionId"]
+    expected = Conversation.load().text("confirmed", "es", "en_US")[0]
+    wait_for(lambda: expected in _texts_to(stack, digits), 20, "the reply")
+    return (f"Patient tapped Confirmar → the EHR's Appointment shows them accepted (version {version}, written "
+            f"with If-Match); after the welcome, the reply:\n  {expected}")
+
+
+def _texts_to(stack: DemoStack, digits: str) -> list[str]:
+    return [(m.get("payload") or m)["text"]["body"] for m in _messages(stack, 0) or []
+            if (m.get("payload") or m).get("type") == "text" and str((m.get("payload") or m)["to"]).endswith(digits)]
+
+
 def _stop_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]]) -> str:
     """The English patient replies STOP: opted out, told so once, and the next booking sends nothing."""
     from sqlmodel import Session
@@ -235,9 +266,8 @@ def _stop_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]]) -> str:
     phone = made["patient_en"]["telecom"][0]["value"]
     httpx.post(f"{stack.emulator.base_url}/_emulator/inbound", json={"from": phone, "text": "STOP"},
                timeout=10).raise_for_status()
-    reply = wait_for(lambda: [m for m in _messages(stack, 0) or [] if (m.get("payload") or m).get("type") == "text"],
-                     20, "the STOP confirmation")
-    body = (reply[0].get("payload") or reply[0])["text"]["body"]
+    body = wait_for(lambda: _texts_to(stack, "".join(ch for ch in phone if ch.isdigit())), 20,
+                    "the STOP confirmation")[0]
     with Session(_engine(stack)) as session:
         record = session.get(ConsentRecord, patient_ref)
     return (f"Patient replied STOP → consent {record.status if record else '?'} (source: chat); "
@@ -287,6 +317,7 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
     for line in _skip_lines(stack):
         say(line)
     say(_link_walkthrough(stack, messages))
+    say(_confirm_walkthrough(stack, made, messages))
     say(_stop_walkthrough(stack, made))
     say(f"PHI check: {leaked_total} of {len(identifying)} identifying strings of the synthetic patients, "
         "appointments and reports appear in what WhatsApp received.")
