@@ -13,8 +13,8 @@ from mappings.redact import REMOVED, find_sensitive, luhn_valid, redact
 @pytest.mark.parametrize(("text", "kinds", "redacted"), [
     ("4111 1111 1111 1111", ["card"], REMOVED),
     ("my card is 5555-5555-5555-4444 exp 12/29", ["card"], f"my card is {REMOVED} exp 12/29"),
-    ("4111111111111111", ["card"], REMOVED),
-    ("378282246310005 is my amex", ["card"], f"{REMOVED} is my amex"),  # 15 digits
+    ("4111111111111111", ["card"], REMOVED),  # the published test card (synthetic)
+    ("378282246310005 is my amex", ["card"], f"{REMOVED} is my amex"),  # 15 digits: a published test card (synthetic)
     ("4111 1111 1111 1111 12", ["card"], f"{REMOVED} 12"),  # a trailing group is not part of the card
     ("SSN 123-45-6789", ["ssn"], f"SSN {REMOVED}"),
     ("123-45-6789", ["ssn"], REMOVED),
@@ -40,7 +40,7 @@ def test_sensitive_values_are_removed(text: str, kinds: list[str], redacted: str
 
 @pytest.mark.parametrize("text", [
     "4111 1111 1111 1112",  # Luhn-invalid
-    "4111111111111112",
+    "4111111111111112",  # synthetic: the test card with its check digit wrong
     "call me on +1 201 555 0123", "+12015550123", "(201) 555-0123",
     "see you on 2026-11-25 at 17:00", "25/11/2026 10:30", "12/29",
     "order 123456789", "123456789", "reference 1234567890123456789012345",  # bare 9 digits, 25 digits
@@ -55,7 +55,7 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 
 def test_luhn() -> None:
     assert luhn_valid("4111111111111111") and luhn_valid("5555555555554444")
-    assert not luhn_valid("4111111111111112")
+    assert not luhn_valid("4111111111111112")  # synthetic
 
 
 def test_nothing_is_logged(caplog: pytest.LogCaptureFixture) -> None:
