@@ -107,7 +107,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
         raise SettingsError([f"whatsapp_fallback_template: no template named {settings.whatsapp_fallback_template!r} "
                              f"in the catalogue (known: {', '.join(catalogue.names())})"])
     fallback = settings.whatsapp_fallback_template or None
-    replies = ChatReplies(outbox, Conversation.load(), settings.default_language, fallback,
+    replies = ChatReplies(outbox, Conversation.load(settings.conversation_file), settings.default_language, fallback,
                           catalogue.languages(fallback) if fallback else [])
     opens, closes = settings.staff_times()
     inbound = InboundProcessor(engine, replies, ChatPolicy(

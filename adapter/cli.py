@@ -56,12 +56,13 @@ def _settings(**overrides: object) -> Settings:
 def _service(settings: Settings) -> Service:
     """The composed service, or a clear message and exit 2 when rules or templates are wrong."""
     from adapter.app import build_service
+    from mappings.conversation import ConversationError
     from mappings.errors import MappingError
     from whatsapp.catalogue import CatalogueError
 
     try:
         return build_service(settings)
-    except (MappingError, CatalogueError) as error:
+    except (MappingError, CatalogueError, ConversationError, SettingsError) as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(2) from None
 

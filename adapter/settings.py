@@ -25,6 +25,7 @@ ENV_PREFIX = "BRIDGE_"
 SETTINGS_FILE_ENV = "BRIDGE_SETTINGS_FILE"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAPPINGS_DIR = PACKAGE_ROOT / "mappings" / "rules"
+DEFAULT_CONVERSATION_FILE = PACKAGE_ROOT / "mappings" / "conversation.yaml"
 MAX_LINK_TTL_HOURS = 7 * 24
 
 # Values shipped for the demo. They are public, so they must never protect real data.
@@ -151,6 +152,9 @@ class Settings(BaseSettings):
     )
     mappings_dir: Path = Field(DEFAULT_MAPPINGS_DIR, description="Folder of mapping rule files.")
     # --- conversations and write-back
+    conversation_file: Path = Field(
+        DEFAULT_CONVERSATION_FILE, description="Keywords (STOP, staff, emergency words) and reply texts per language."
+    )
     confirm_mode: Literal["participant", "appointment_response"] = Field(
         "participant", description="How a Confirm tap is written: the patient participant's status, or an "
         "AppointmentResponse (EHRs differ)."
