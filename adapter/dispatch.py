@@ -107,12 +107,12 @@ class Dispatcher:
                 return self._retry(message, None, utcnow() + PAUSED_RECHECK)
             if self.bucket is not None:
                 await self.bucket.acquire()
-            sent_at = utcnow()
             try:
                 result = await self.sender.send(message.request)
             except WhatsAppError as error:
-                return replace(self._classify(message, error), sent_at=sent_at)
-        return SendOutcome(message.outbox_id, message.attempt_id, "sent", wamid=result.message_id, sent_at=sent_at)
+                return replace(self._classify(message, error), answered_at=utcnow())
+        return SendOutcome(message.outbox_id, message.attempt_id, "sent", wamid=result.message_id,
+                           answered_at=utcnow())
 
     def _retry(self, message: ClaimedMessage, error: WhatsAppError | None, at: datetime) -> SendOutcome:
         return SendOutcome(message.outbox_id, message.attempt_id, "retry", retry_at=at,

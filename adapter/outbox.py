@@ -103,7 +103,9 @@ class SendOutcome:
     error_class: str | None = None
     dead_reason: str | None = None
     pause_reason: str | None = None  # an account-level error: pause all sending until an admin resumes
-    sent_at: datetime | None = None  # when the request left (after the rate limiter): paces the recipient
+    # When the answer came back: Meta received the request before then, so pacing the next message to
+    # this recipient from here keeps them at least the pair interval apart as Meta sees them.
+    answered_at: datetime | None = None
 
 
 class OutboxStore:
@@ -262,13 +264,13 @@ class OutboxStore:
                     session.add(attempt)
                 if outcome.pause_reason:
                     pause_sending(session, outcome.pause_reason)
-                if row is not None and row.recipient_key and outcome.sent_at and self.rules.pair_interval:
-                    # Pace from when the request really left, not from the claim (the rate limiter may
-                    # have held it): Meta counts what reaches it. A refused request reached nobody.
+                if row is not None and row.recipient_key and outcome.answered_at and self.rules.pair_interval:
+                    # Pace from the answer, not from the claim (the rate limiter may have held the
+                    # request): Meta counts what reaches it. A refused request reached nobody.
                     reached = outcome.result in ("sent", "ambiguous")
                     upsert(session, RecipientPace, {
                         "recipient_key": row.recipient_key,
-                        "next_send_at": outcome.sent_at + self.rules.pair_interval if reached else now},
+                        "next_send_at": outcome.answered_at + self.rules.pair_interval if reached else now},
                         "recipient_key", ["next_send_at"])
                 if row is None or row.state != "sending":
                     continue  # a status webhook reconciled it meanwhile, or an admin changed it

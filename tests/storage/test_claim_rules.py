@@ -60,11 +60,11 @@ def test_one_message_per_patient_per_pair_interval_and_others_are_not_held(engin
     assert held.state == "queued" and held.attempts == 0  # no attempt: it did not fail, it waits
     assert held.due_at >= utcnow() + timedelta(seconds=5)
     assert outbox.claim_due(10) == []  # patient 1's second message waits for the interval
-    sent_at = utcnow()
-    outbox.record([SendOutcome(m.outbox_id, m.attempt_id, "sent", wamid=f"wamid.{m.outbox_id}", sent_at=sent_at)
-                   for m in claimed])  # the interval runs from when the request left
-    assert outbox.claim_due(10, now=sent_at + timedelta(seconds=5.5)) == []
-    [later] = outbox.claim_due(10, now=sent_at + timedelta(seconds=6.5))
+    answered = utcnow()
+    outbox.record([SendOutcome(m.outbox_id, m.attempt_id, "sent", wamid=f"wamid.{m.outbox_id}",
+                               answered_at=answered) for m in claimed])  # the interval runs from Meta's answer
+    assert outbox.claim_due(10, now=answered + timedelta(seconds=5.5)) == []
+    [later] = outbox.claim_due(10, now=answered + timedelta(seconds=6.5))
     assert later.outbox_id == held.id
 
 
