@@ -160,6 +160,28 @@ class LinkToken(SQLModel, table=True):
     revoked_at: datetime | None = None
     max_opens: int = 5
     opens: int = 0
+    # The outbox natural key of the message the link was sent in (revoke "all links of a message").
+    message_key: str | None = Field(default=None, max_length=300, index=True)
+
+
+class LinkRequest(SQLModel, table=True):
+    """One request to a portal link (GET, HEAD or POST): the link's access log.
+
+    ``link_id`` is NULL when the token named no link (malformed, forged, unknown); the token and
+    its hash are never stored here. ``ua_class`` labels the client for reading only: no decision
+    depends on it.
+    """
+
+    __tablename__ = "link_request"
+    __table_args__ = (Index("ix_link_request_client_at", "client", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    link_id: int | None = Field(default=None, index=True)
+    outcome: str = Field(max_length=16)  # preview|opened|expired|revoked|exhausted|unknown|malformed|rate_limited
+    client: str | None = Field(default=None, max_length=64)
+    ua_class: str = Field(max_length=16)  # whatsapp|facebook|headless|browser|bot|other
+    method: str = Field(max_length=8)
+    at: datetime = Field(index=True)
 
 
 class ActionToken(SQLModel, table=True):

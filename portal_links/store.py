@@ -1,8 +1,13 @@
-"""Link rows: mint a token and persist its hash; redeem one atomically.
+"""Link rows: mint a token and persist its hash; redeem one atomically; record every request.
 
 The token itself is returned once, to be put in the message, and never stored or logged.
 Targets are names ("report"), mapped to portal paths by :data:`PORTAL_PATHS`; the URL a patient
 is sent to never carries a resource id.
+
+Every request is recorded in ``link_request`` (:mod:`portal_links.requests`) cheaply: a POST's
+row is inserted in the same transaction as its redeem, a GET/HEAD's is a single INSERT (the link
+id is a scalar subquery), and a token refused by its signature costs one INSERT and no lookup of
+``link_token`` at all.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlmodel import col, select
 from adapter.db import RowSink, transaction, utcnow
 from adapter.models import LinkToken
 
+from .requests import insert_request
 from .tokens import LinkSigner, TokenRefused, token_hash
 
 PORTAL_PATHS = {"report": "/results", "appointment": "/appointments"}
@@ -31,12 +37,16 @@ class LinkOutcome(Enum):
     EXHAUSTED = "exhausted"
     UNKNOWN = "unknown"
     MALFORMED = "malformed"
+    PREVIEW = "preview"  # a GET/HEAD of a well-signed token: shown the page, nothing counted
+    RATE_LIMITED = "rate_limited"  # refused by the probe guard before the token was looked at
 
 
 @dataclass(frozen=True)
 class Redemption:
     outcome: LinkOutcome
     target: str | None = None
+    link_id: int | None = None
+    patient_ref: str | None = None  # for the optional hand-off assertion (never shown, never logged)
 
 
 class LinkStore:
@@ -45,41 +55,96 @@ class LinkStore:
         self.ttl = ttl
 
     def mint(self, session: RowSink, *, purpose: str, target: str, patient_ref: str, resource_ref: str,
-             max_opens: int = DEFAULT_MAX_OPENS, now: datetime | None = None) -> str:
-        """Creates a link in the caller's transaction and returns the token (to send, never to keep)."""
+             max_opens: int = DEFAULT_MAX_OPENS, now: datetime | None = None,
+             message_key: str | None = None) -> str:
+        """Creates a link in the caller's transaction and returns the token (to send, never to keep).
+
+        ``max_opens=1`` makes the link strictly single-use, also under concurrent POSTs (the
+        redeem is one conditional UPDATE). ``message_key`` is the outbox natural key of the
+        message the link goes out in, so that all links of a message can be revoked together."""
         if target not in PORTAL_PATHS:
             raise ValueError(f"unknown link target {target!r}; known: {sorted(PORTAL_PATHS)}")
+        if max_opens < 1:
+            raise ValueError("max_opens must be at least 1")
         created = now or utcnow()
         expires = created + self.ttl
         token = self.signer.mint(expires)
         session.add(LinkToken(token_hash=token_hash(token), purpose=purpose, target=target,
                               patient_ref=patient_ref, resource_ref=resource_ref, created_at=created,
-                              expires_at=expires, max_opens=max_opens))
+                              expires_at=expires, max_opens=max_opens, message_key=message_key))
         return token
 
-    def redeem(self, engine: Engine, token: str) -> Redemption:
-        """Counts one open if the link is live — one atomic UPDATE — and says where it leads."""
-        try:
-            self.signer.verify(token)
-        except TokenRefused as refused:
-            return Redemption(LinkOutcome(refused.problem.value))
-        digest, now = token_hash(token), utcnow()
-        with transaction(engine) as session:
-            counted = session.execute(
-                update(LinkToken)
-                .where(col(LinkToken.token_hash) == digest, col(LinkToken.revoked_at).is_(None),
-                       col(LinkToken.expires_at) > now, col(LinkToken.opens) < col(LinkToken.max_opens))
-                .values(opens=col(LinkToken.opens) + 1)
-                .returning(col(LinkToken.target))
-            ).first()
-            if counted is not None:
-                return Redemption(LinkOutcome.OPENED, counted[0])
-            row = session.exec(select(LinkToken).where(col(LinkToken.token_hash) == digest)).first()
-        if row is None:
-            return Redemption(LinkOutcome.UNKNOWN)
-        if row.revoked_at is not None:
-            return Redemption(LinkOutcome.REVOKED)
-        if row.expires_at <= now:
-            return Redemption(LinkOutcome.EXPIRED)
-        return Redemption(LinkOutcome.EXHAUSTED)
+    def redeem(self, engine: Engine, token: str, *, client: str | None = None, user_agent: str | None = None,
+               method: str = "POST", now: datetime | None = None) -> Redemption:
+        """Counts one open if the link is live — one atomic UPDATE — and says where it leads.
 
+        The request is recorded in the same transaction. A token refused by its signature is
+        recorded without any lookup of ``link_token``."""
+        now = now or utcnow()
+        log = {"client": client, "user_agent": user_agent, "method": method, "at": now}
+        try:
+            self.signer.verify(token, now)
+        except TokenRefused as refused:
+            outcome = LinkOutcome(refused.problem.value)
+            if outcome is LinkOutcome.MALFORMED:
+                with transaction(engine) as session:
+                    insert_request(session, link_id=None, outcome=outcome.value, **log)
+                return Redemption(outcome)
+            signature_expired = True  # well signed but past its time: find the row for the log
+        else:
+            signature_expired = False
+        digest = token_hash(token)
+        with transaction(engine) as session:
+            if not signature_expired:
+                counted = session.execute(
+                    update(LinkToken)
+                    .where(col(LinkToken.token_hash) == digest, col(LinkToken.revoked_at).is_(None),
+                           col(LinkToken.expires_at) > now, col(LinkToken.opens) < col(LinkToken.max_opens))
+                    .values(opens=col(LinkToken.opens) + 1)
+                    .returning(col(LinkToken.id), col(LinkToken.target), col(LinkToken.patient_ref))
+                ).first()
+                if counted is not None:
+                    insert_request(session, link_id=counted[0], outcome=LinkOutcome.OPENED.value, **log)
+                    return Redemption(LinkOutcome.OPENED, counted[1], counted[0], counted[2])
+            row = session.exec(
+                select(col(LinkToken.id), col(LinkToken.revoked_at), col(LinkToken.expires_at))
+                .where(col(LinkToken.token_hash) == digest)
+            ).first()
+            if row is None:
+                result = Redemption(LinkOutcome.UNKNOWN)
+            elif row[1] is not None:
+                result = Redemption(LinkOutcome.REVOKED, link_id=row[0])
+            elif signature_expired or row[2] <= now:
+                result = Redemption(LinkOutcome.EXPIRED, link_id=row[0])
+            else:
+                result = Redemption(LinkOutcome.EXHAUSTED, link_id=row[0])
+            insert_request(session, link_id=result.link_id, outcome=result.outcome.value, **log)
+        return result
+
+    def preview(self, engine: Engine, token: str, *, client: str | None = None, user_agent: str | None = None,
+                method: str = "GET", now: datetime | None = None) -> LinkOutcome:
+        """Records a GET/HEAD — one INSERT — and counts nothing, whoever asks (WhatsApp's and
+        Facebook's preview fetchers, headless browsers, mail scanners, the patient).
+
+        Returns ``PREVIEW`` for a well-signed live token (whatever its row says: the page is the
+        same), ``MALFORMED`` or ``EXPIRED`` when its signature refuses it (no lookup then)."""
+        now = now or utcnow()
+        link_id: object = None
+        try:
+            self.signer.verify(token, now)
+            outcome = LinkOutcome.PREVIEW
+            link_id = (select(col(LinkToken.id)).where(col(LinkToken.token_hash) == token_hash(token))
+                       .scalar_subquery())
+        except TokenRefused as refused:
+            outcome = LinkOutcome(refused.problem.value)
+        with transaction(engine) as session:
+            insert_request(session, link_id=link_id, outcome=outcome.value, client=client, user_agent=user_agent,
+                           method=method, at=now)
+        return outcome
+
+    def record_rate_limited(self, engine: Engine, *, client: str | None, user_agent: str | None, method: str,
+                            now: datetime | None = None) -> None:
+        """Records a request the probe guard refused; its token is not looked at."""
+        with transaction(engine) as session:
+            insert_request(session, link_id=None, outcome=LinkOutcome.RATE_LIMITED.value, client=client,
+                           user_agent=user_agent, method=method, at=now or utcnow())

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -61,11 +61,42 @@ def key_id_for(key: bytes) -> int:
 
 
 class LinkSigner:
-    """Mints and verifies tokens with a current key; older keys keep verifying during rotation."""
+    """Mints with the current key; verifies with the current key or any previous one.
 
-    def __init__(self, current_key: bytes, previous_keys: Mapping[int, bytes] | None = None) -> None:
+    Key rotation: ``LinkSigner(new_key, previous=[old_key, ...])``. Every token carries the
+    one-byte id of the key that signed it (:func:`key_id_for`), so a token minted before the
+    rotation keeps verifying with its old key while new tokens are signed with the new one.
+    **Operators**: keep an old key in ``previous`` until the longest link lifetime (the link TTL
+    setting) has passed since the rotation, then drop it — from then on its tokens are all
+    expired anyway. Dropping a key early kills its live links (they read as forgeries); to kill
+    links on purpose, revoke them instead (:mod:`portal_links.revocation`). Two keys whose ids
+    collide (1 in 256) are refused at construction: pick another new key.
+
+    ``previous_keys`` (a mapping id → key) is the older spelling and still accepted.
+    """
+
+    def __init__(self, current_key: bytes, previous_keys: Mapping[int, bytes] | None = None, *,
+                 previous: Iterable[bytes] = ()) -> None:
+        if not current_key:
+            raise ValueError("the link signing key is empty")
         self._current_id = key_id_for(current_key)
-        self._keys = {**(previous_keys or {}), self._current_id: current_key}
+        keys: dict[int, bytes] = dict(previous_keys or {})
+        for old in previous:
+            old_id = key_id_for(old)
+            if keys.get(old_id, old) != old:
+                raise ValueError("two previous link keys share a key id; replace one of them")
+            keys[old_id] = old
+        if keys.get(self._current_id, current_key) != current_key:
+            raise ValueError("the new link key's id collides with a previous key's; generate another new key")
+        self._keys = {**keys, self._current_id: current_key}
+
+    @property
+    def current_key_id(self) -> int:
+        return self._current_id
+
+    @property
+    def key_ids(self) -> frozenset[int]:
+        return frozenset(self._keys)
 
     def _mac(self, key: bytes, body: bytes) -> bytes:
         return hmac.new(key, body, hashlib.sha256).digest()[:_MAC_BYTES]
@@ -84,6 +115,11 @@ class LinkSigner:
         except (binascii.Error, ValueError) as exc:
             raise TokenRefused(TokenProblem.MALFORMED) from exc
         if len(raw) != TOKEN_BYTES:
+            raise TokenRefused(TokenProblem.MALFORMED)
+        # Only the canonical spelling: base64 leaves slack (the last character's low bits, padding,
+        # '+'/'/' for '-'/'_'), and a second spelling of a valid token would pass the MAC and cost a
+        # database lookup (the row is found by the hash of the text).
+        if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii"):
             raise TokenRefused(TokenProblem.MALFORMED)
         body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
         key_id, _random, expiry = _LAYOUT.unpack(body)
