@@ -7,11 +7,15 @@ database, the emulator's URL, a sekmet-fhir URL), so what is tested is what runs
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -48,6 +52,10 @@ from ehr.intake import build_intake_router
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, SubscriptionState, ensure_subscriptions
 from mappings.conversation import Conversation
 from mappings.rules import RuleSet, load_rules
+from portal_links.assertions import AssertionIssuer, AssertionKeyRing
+from portal_links.guard import ProbeGuard
+from portal_links.jwks import build_jwks_router
+from portal_links.redact import install_log_redaction
 from portal_links.routes import build_link_router
 from portal_links.store import LinkStore
 from portal_links.tokens import LinkSigner
@@ -95,7 +103,8 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     outbox = OutboxStore(engine, contacts, ClaimRules(
         pair_interval=timedelta(seconds=settings.whatsapp_pair_interval_seconds),
         templates=TemplateGate(settings.whatsapp_fallback_template)))
-    links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key")), timedelta(hours=settings.link_ttl_hours))
+    links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key"), previous=settings.previous_link_keys()),
+                      timedelta(hours=settings.link_ttl_hours))
     decider = Decider(
         engine, rules, catalogue, consent_source(settings.consent_source), outbox, links,
         DecideConfig(profile=settings.phi_profile, zone=settings.zone, site_labels=settings.site_labels,
@@ -266,7 +275,13 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
     app.include_router(build_webhook_router(
         service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
         service.outbox.contacts, on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None))
-    app.include_router(build_link_router(service.links, service.engine, settings.portal_base_url))
+    install_log_redaction()  # link tokens travel in URL paths: no log may keep one
+    assertion = portal_assertion(settings)
+    app.include_router(build_link_router(
+        service.links, service.engine, settings.portal_base_url, guard=ProbeGuard(settings.link_unknown_per_minute),
+        assertion=assertion.issue if assertion else None))
+    if assertion is not None:
+        app.include_router(build_jwks_router(assertion.ring))
 
     @app.get("/health")
     async def get_health() -> JSONResponse:
@@ -279,6 +294,43 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
                                 "the patient to log in, then show the page.</p>")
 
     return app
+
+
+@dataclass
+class PortalAssertion:
+    """The optional hand-off assertion: signs with the key file's active key, re-read when the file
+    changes (``bridge assertion-keys rotate`` takes effect without a restart)."""
+
+    path: Path
+    issuer: str
+    audience: str
+    pseudonym_key: bytes
+    _ring: AssertionKeyRing | None = None
+    _mtime: float = -1.0
+
+    def ring(self) -> AssertionKeyRing:
+        mtime = self.path.stat().st_mtime
+        if self._ring is None or mtime != self._mtime:
+            self._ring, self._mtime = AssertionKeyRing.load(self.path), mtime
+        return self._ring
+
+    def issue(self, patient_ref: str) -> str:
+        # The portal's pseudonym for the patient: never the FHIR reference itself.
+        digest = hmac.new(self.pseudonym_key, patient_ref.encode(), hashlib.sha256).digest()
+        pseudonym = base64.urlsafe_b64encode(digest[:18]).decode()
+        return AssertionIssuer(self.ring, self.issuer, self.audience).issue(pseudonym)
+
+
+def portal_assertion(settings: Settings) -> PortalAssertion | None:
+    if settings.portal_assertion_keys_file is None:
+        return None
+    if settings.portal_pseudonym_key is None:
+        raise SettingsError(["portal_assertion_keys_file is set: set BRIDGE_PORTAL_PSEUDONYM_KEY too (the key the "
+                             "portal shares to map pseudonyms to patients)"])
+    assertion = PortalAssertion(settings.portal_assertion_keys_file, settings.public_base_url,
+                                settings.portal_assertion_audience, settings.key_bytes("portal_pseudonym_key"))
+    assertion.ring()  # a missing or unsafe key file stops the service at start, with its reason
+    return assertion
 
 
 class _Sink:

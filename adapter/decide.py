@@ -157,6 +157,7 @@ class Decider:
                                       self.config.default_language)
         ref, version = resource_ref(resource), version_of(resource)
         minted: list[Any] = []  # token rows join the session only if the message is queued
+        key = self._natural_key(rule, resource)  # the message's key: its links can be revoked by it
         context = RenderContext(
             language=language,
             profile=self.config.profile,
@@ -164,11 +165,11 @@ class Decider:
             site_labels=self.config.site_labels,
             default_site_label=self.config.default_site_label,
             mint_link=lambda target: self.links.mint(_ListSink(minted), purpose=rule.id, target=target,
-                                                     patient_ref=patient_ref, resource_ref=ref),
+                                                     patient_ref=patient_ref, resource_ref=ref,
+                                                     message_key=key),
             mint_action=lambda action: mint_action_token(_ListSink(minted), action=action, patient_ref=patient_ref,
                                                          resource_ref=ref, version_id=version),
         )
-        key = self._natural_key(rule, resource)
         if self.outbox.exists(session, key):
             return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
         try:

@@ -133,6 +133,21 @@ class Settings(BaseSettings):
     )
     link_signing_key: SecretStr = Field(SecretStr(DEMO_KEY), description="32-byte key that signs link tokens.")
     link_ttl_hours: int = Field(72, ge=1, le=MAX_LINK_TTL_HOURS, description="How long a portal link works.")
+    link_signing_keys_previous: list[SecretStr] = Field(
+        default_factory=list,
+        description="Earlier link keys that still verify (keep each until the longest link lifetime has passed).",
+    )
+    link_unknown_per_minute: int = Field(
+        20, ge=1, le=10_000, description="Unknown, forged or expired link requests allowed per address per minute."
+    )
+    portal_assertion_keys_file: Path | None = Field(
+        None, description="Ed25519 key file (outside the database) that signs hand-off assertions to the portal; "
+        "unset: no assertion."
+    )
+    portal_assertion_audience: str = Field("patient-portal", description="`aud` of the hand-off assertions.")
+    portal_pseudonym_key: SecretStr | None = Field(
+        None, description="Key shared with the portal that turns a patient reference into the portal's pseudonym."
+    )
     # --- patients and sites
     default_phone_region: str = Field("US", description="Region for phone numbers written without +country.")
     site_timezone: str = Field("America/New_York", description="IANA time zone of the site.")
@@ -220,11 +235,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("data_encryption_key", "link_signing_key")
+    @field_validator("data_encryption_key", "link_signing_key", "portal_pseudonym_key")
     @classmethod
-    def _key_length(cls, value: SecretStr) -> SecretStr:
-        if len(_decode_key(value.get_secret_value())) != 32:
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(_decode_key(value.get_secret_value())) != 32:
             raise ValueError("must decode to exactly 32 bytes (`bridge keys-new` makes one)")
+        return value
+
+    @field_validator("link_signing_keys_previous")
+    @classmethod
+    def _previous_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            if len(_decode_key(key.get_secret_value())) != 32:
+                raise ValueError("each previous key must decode to exactly 32 bytes")
         return value
 
     @field_validator("staff_workdays")
@@ -267,8 +290,11 @@ class Settings(BaseSettings):
             raise ValueError("\n".join(problems))
         return self
 
-    def key_bytes(self, name: Literal["data_encryption_key", "link_signing_key"]) -> bytes:
+    def key_bytes(self, name: Literal["data_encryption_key", "link_signing_key", "portal_pseudonym_key"]) -> bytes:
         return _decode_key(getattr(self, name).get_secret_value())
+
+    def previous_link_keys(self) -> list[bytes]:
+        return [_decode_key(key.get_secret_value()) for key in self.link_signing_keys_previous]
 
     def app_secrets(self) -> list[bytes]:
         """The webhook secrets accepted now: the current one, and the previous one during a rotation."""

@@ -144,3 +144,27 @@ def test_templates_sync_explains_an_unreachable_waba(env: str, monkeypatch: pyte
     monkeypatch.setenv("BRIDGE_WHATSAPP_API_BASE_URL", "http://127.0.0.1:9")
     result = runner.invoke(app, ["templates", "sync"])
     assert result.exit_code == 1 and "could not reach the WhatsApp Business Account" in result.output
+
+
+def test_links_revoke_at_each_level_and_explains_bad_input(env: str) -> None:
+    from datetime import timedelta
+
+    from portal_links.store import LinkStore
+    from portal_links.tokens import LinkSigner
+
+    engine = make_engine(env)
+    upgrade(engine)
+    store = LinkStore(LinkSigner(b"s" * 32), timedelta(hours=1))
+    with transaction(engine) as session:
+        for n in range(4):
+            store.mint(session, purpose="results", target="report", patient_ref=f"Patient/{n % 2}",
+                       resource_ref="DiagnosticReport/1", message_key=f"m{n}")
+    assert runner.invoke(app, ["links", "revoke", "--link", "1"]).output.strip() == "revoked 1 link(s)"
+    assert runner.invoke(app, ["links", "revoke", "--message", "m2"]).output.strip() == "revoked 1 link(s)"
+    assert runner.invoke(app, ["links", "revoke", "--patient", "Patient/1"]).output.strip() == "revoked 2 link(s)"
+    window = runner.invoke(app, ["links", "revoke", "--created-from", "2000-01-01T00:00:00+00:00",
+                                 "--created-to", "2999-01-01T00:00:00+00:00"])
+    assert window.output.strip() == "revoked 0 link(s)"  # all four were already revoked
+    assert runner.invoke(app, ["links", "revoke"]).exit_code == 2
+    naive = runner.invoke(app, ["links", "revoke", "--created-from", "2026-01-01", "--created-to", "2026-02-01"])
+    assert naive.exit_code == 2 and "time zone" in naive.output
