@@ -98,3 +98,14 @@ def test_an_unknown_fallback_template_stops_the_service_at_start(tmp_path: Path)
                              whatsapp_fallback_template="no_such_template")
     with pytest.raises(SettingsError, match="whatsapp_fallback_template: no template named 'no_such_template'"):
         build_service(settings)
+
+
+def test_a_broken_conversation_file_stops_the_service_with_its_name(tmp_path: Path) -> None:
+    from adapter.app import build_service
+    from mappings.conversation import ConversationError
+
+    broken = tmp_path / "conversation.yaml"
+    broken.write_text("languages:\n  en_US:\n    stop_words: [stop]\n", encoding="utf-8")
+    settings = load_settings(mode="demo", database_url=f"sqlite:///{tmp_path / 'b.db'}", conversation_file=broken)
+    with pytest.raises(ConversationError, match="en_US"):
+        build_service(settings)
