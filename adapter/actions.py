@@ -113,7 +113,8 @@ class ActionRunner:
             return self._answer(outcome, request.language)
         if request.kind == "handoff":
             task = await self.writer.handoff(patient_ref=patient, focus_ref=request.resource_ref,
-                                             reason=request.outcome or "patient-asked-for-staff", urgent=request.urgent)
+                                             reason=request.outcome or "patient-asked-for-staff", urgent=request.urgent,
+                                             request_key=request.dedupe_key)
             await self._tell_staff_inbox(request, task)
             return Result("handoff", task_ref=task)
         if request.kind == "handoff_check":

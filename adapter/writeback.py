@@ -53,6 +53,9 @@ _REASON_RE = re.compile(r"^[a-z0-9][a-z0-9 ;:,._/-]{0,199}$")
 logger = logging.getLogger(__name__)
 
 
+TASK_IDENTIFIER_SYSTEM = "urn:fhir-whatsapp-bridge:request"  # the request a hand-off Task answers
+
+
 @dataclass(frozen=True)
 class SlotOption:
     slot_ref: str
@@ -215,9 +218,13 @@ class AppointmentWriter:
 
         return await self._tap("reschedule", appointment_ref, patient_ref, version_at_send, step)
 
-    async def handoff(self, *, patient_ref: str, focus_ref: str | None, reason: str, urgent: bool) -> str:
+    async def handoff(self, *, patient_ref: str, focus_ref: str | None, reason: str, urgent: bool,
+                      request_key: str | None = None) -> str:
         """Creates a front-desk Task (status requested, intent order) and returns ``"Task/<id>"``.
-        ``reason`` must be a short PHI-free code such as ``"patient-requested-cancel; write conflict"``."""
+        ``reason`` must be a short PHI-free code such as ``"patient-requested-cancel; write conflict"``.
+        ``request_key`` identifies the request that asked for it: the Task carries it as an identifier
+        and is created conditionally (``If-None-Exist``), so a retried request finds its Task instead
+        of creating a second one."""
         if not _REASON_RE.match(reason):
             raise ValueError("reason must be a short lower-case code (it is stored, so never PHI)")
         task: Resource = {
@@ -231,7 +238,11 @@ class AppointmentWriter:
         }
         if focus_ref:
             task["focus"] = {"reference": focus_ref}
-        created = await self._fhir.create(task)
+        condition = None
+        if request_key:
+            task["identifier"] = [{"system": TASK_IDENTIFIER_SYSTEM, "value": request_key}]
+            condition = [("identifier", f"{TASK_IDENTIFIER_SYSTEM}|{request_key}")]
+        created = await self._fhir.create(task, if_none_exist=condition)
         task_ref = f"Task/{created['id']}"
         logger.info("hand-off %s created (focus %s, priority %s, reason %s)", task_ref, focus_ref,
                     task["priority"], reason)

@@ -298,6 +298,17 @@ async def test_handoff_task_closes_when_staff_complete_it(clinic: Clinic) -> Non
                         urgent=False)
 
 
+async def test_a_retried_handoff_finds_its_task_instead_of_creating_another(clinic: Clinic) -> None:
+    w = writer(clinic)
+    first = await w.handoff(patient_ref=clinic.patient_ref, focus_ref=clinic.ref, reason="patient-asked-for-staff",
+                            urgent=False, request_key="handoff:wamid.synthetic-retry-1")
+    again = await w.handoff(patient_ref=clinic.patient_ref, focus_ref=clinic.ref, reason="patient-asked-for-staff",
+                            urgent=False, request_key="handoff:wamid.synthetic-retry-1")
+    other = await w.handoff(patient_ref=clinic.patient_ref, focus_ref=clinic.ref, reason="patient-asked-for-staff",
+                            urgent=False, request_key="handoff:wamid.synthetic-retry-2")
+    assert first == again and other != first
+
+
 # --- reschedule --------------------------------------------------------------------------------
 
 

@@ -41,7 +41,8 @@ class FakeWriter:
             raise self.confirm_answer
         return self.confirm_answer or WriteOutcome("confirmed", {"status": "booked"})
 
-    async def handoff(self, *, patient_ref: str, focus_ref: str | None, reason: str, urgent: bool) -> str:
+    async def handoff(self, *, patient_ref: str, focus_ref: str | None, reason: str, urgent: bool,
+                      request_key: str | None = None) -> str:
         self.calls.append(f"handoff:{urgent}")
         task = f"Task/t{len(self.tasks) + 1}"
         self.tasks[task] = True
