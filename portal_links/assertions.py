@@ -15,7 +15,7 @@ the service user can read (mode 0600)::
       "keys": [
         {"kid": "<RFC 7638 thumbprint>", "state": "active" | "next" | "retired",
          "created_at": "<ISO 8601, UTC>", "retired_at": "<ISO 8601, UTC>" | null,
-         "private_key_pem": "-----BEGIN PRIVATE KEY-----\\n...PKCS8...\\n-----END PRIVATE KEY-----\\n"}
+         "private_key_pem": "<PKCS8 PEM, e.g. example BEGIN PRIVATE KEY block>"}
       ]
     }
 

@@ -315,7 +315,7 @@ def test_key_file_is_0600_round_trips_and_is_not_in_the_jwks(tmp_path: Path) -> 
     assert document["format"] == "portal-assertion-keys" and document["version"] == 1
     served = json.dumps(ring.jwks())
     for entry in document["keys"]:
-        assert entry["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+        assert entry["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")  # a synthetic key this test generated
         body = "".join(entry["private_key_pem"].splitlines()[1:-1])
         assert body not in served
         private = serialization.load_pem_private_key(entry["private_key_pem"].encode(), None)
