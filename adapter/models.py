@@ -148,6 +148,9 @@ class LinkToken(SQLModel, table=True):
     """State a portal-link signature cannot carry; found by the token's SHA-256, never the token."""
 
     __tablename__ = "link_token"
+    # Revocation by patient or by creation window is one UPDATE each: indexed, not a table scan.
+    __table_args__ = (Index("ix_link_token_patient_ref", "patient_ref"),
+                      Index("ix_link_token_created_at", "created_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     token_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
