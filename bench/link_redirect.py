@@ -24,16 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
-import socket
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,67 +35,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from adapter.db import make_engine, transaction, upgrade
+from bench.harness import fresh_database, percentile, serve
 from bench.machine_info import machine
 from portal_links.routes import build_link_router
 from portal_links.store import LinkStore
 from portal_links.tokens import LinkSigner
-
-
-@contextmanager
-def database(kind: str, pg_url: str) -> Iterator[tuple[str, str]]:
-    """Yields (SQLAlchemy URL, description) of a fresh database; removes it afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench-link-redirect-") as folder:
-            yield f"sqlite:///{Path(folder) / 'bridge.db'}", "sqlite (temp file, WAL)"
-        return
-    admin = make_url(pg_url)
-    name = f"bench_link_redirect_{os.getpid()}_{secrets.token_hex(4)}"
-    engine = create_engine(admin.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            version = connection.execute(text("SHOW server_version")).scalar()
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield (admin.set(database=name).render_as_string(hide_password=False),
-                   f"postgresql {version} at {admin.host}:{admin.port} (fresh database {name}, dropped after)")
-        finally:
-            with engine.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 async def drive(base: str, tokens: list[str], rate: float) -> tuple[list[float], list[float], Counter[int], float]:
@@ -131,7 +73,7 @@ async def drive(base: str, tokens: list[str], rate: float) -> tuple[list[float],
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     count = int(args.rate * args.seconds)
-    with database(args.database, args.pg_url) as (url, description):
+    with fresh_database(args.database, args.pg_url, "bench_link_redirect") as (url, description):
         engine = make_engine(url)
         upgrade(engine)
         store = LinkStore(LinkSigner(secrets.token_bytes(32)), timedelta(hours=72))

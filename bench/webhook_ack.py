@@ -33,16 +33,12 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import random
 import resource
 import secrets
 import signal
-import socket
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -54,19 +50,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-import uvicorn
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from adapter.app import create_app
 from adapter.settings import load_settings
+from bench.harness import fresh_database, percentile, serve
 from bench.machine_info import machine
 from whatsapp.emulator.webhooks import meta_json
 from whatsapp.signature import HEADER, sign
 
 ROUTE = "/whatsapp/webhook"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-STARTUP_TIMEOUT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 60.0
 WARMUP_BODIES = 20  # untimed, before the run: first-request imports and pool warm-up stay out of the figures
 PHONE_NUMBER_ID = "100000000000001"
@@ -179,29 +173,7 @@ def build_workload(n: int, secret: bytes, seed: int) -> Workload:
 # --------------------------------------------------------------------------- database
 
 
-@contextmanager
-def database(kind: str, pg_url: str) -> Iterator[tuple[str, str]]:
-    """Yields (SQLAlchemy URL, description) of a fresh database; removes it afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench-webhook-ack-") as folder:
-            yield f"sqlite:///{Path(folder) / 'bridge.db'}", "sqlite (temp file, WAL)"
-        return
-    admin = make_url(pg_url)
-    admin_url = admin.render_as_string(hide_password=False)
-    name = f"bench_webhook_ack_{os.getpid()}_{secrets.token_hex(4)}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            version = connection.execute(text("SHOW server_version")).scalar()
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield (admin.set(database=name).render_as_string(hide_password=False),
-                   f"postgresql {version} at {admin.host}:{admin.port} (fresh database {name}, dropped after)")
-        finally:
-            with engine.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+
 
 
 def stored_counts(url: str) -> dict[str, int]:
@@ -217,28 +189,7 @@ def stored_counts(url: str) -> dict[str, int]:
 # --------------------------------------------------------------------------- server
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """The app under uvicorn (lifespan on, settings as ``bridge serve``) on a loopback port, in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="on",
-                                           timeout_keep_alive=75))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="bench-service")
-    thread.start()
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the service did not start (see the log above)")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+
 
 
 # --------------------------------------------------------------------------- service log
@@ -318,11 +269,7 @@ async def post_all(url: str, bodies: list[Body], concurrency: int) -> Outcome:
     return outcome
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest rank."""
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * q / 100) - 1))]
+
 
 
 def _summary(seconds: list[float]) -> dict[str, float | None]:
@@ -339,12 +286,12 @@ def _summary(seconds: list[float]) -> dict[str, float | None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in [key for key in os.environ if key.startswith("BRIDGE_")]:
         del os.environ[name]  # only what is set here configures the service
-    with database(args.database, args.pg_url) as (url, described):
+    with fresh_database(args.database, args.pg_url, "bench_webhook_ack") as (url, described):
         settings = load_settings(mode="demo", database_url=url, manage_subscriptions=False,
                                  whatsapp_sync_templates=False)  # no WABA here: the receiver alone
         secret = settings.whatsapp_app_secret.get_secret_value().encode()
         work = build_workload(args.requests, secret, args.seed)
-        with tally_logs() as logs, serve(create_app(settings)) as root:
+        with tally_logs() as logs, serve(create_app(settings), lifespan="on") as root:
             warm = asyncio.run(post_all(root + ROUTE, work.warmup, min(args.concurrency, len(work.warmup))))
             if warm.statuses != Counter({"200": len(work.warmup)}):
                 raise RuntimeError(f"warm-up requests were not all accepted: {dict(warm.statuses)}")

@@ -19,13 +19,14 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, lifespan: str = "off") -> Iterator[str]:
-    """Yields the server's root URL (``http://127.0.0.1:PORT``); stops it on exit."""
+def serve_in_thread(app: Any, *, lifespan: str = "off", **options: Any) -> Iterator[str]:
+    """Yields the server's root URL (``http://127.0.0.1:PORT``); stops it on exit. ``options`` go to
+    ``uvicorn.Config`` (e.g. ``access_log=True, log_config=None`` to see uvicorn's own log lines)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+    server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", "lifespan": lifespan, **options}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"asgi-{port}")
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS

@@ -7,20 +7,17 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -200,24 +197,9 @@ def test_ten_thousand_random_tokens_over_http_find_nothing_and_trip_the_rate_lim
     assert [(c.client, c.requests) for c in seen] == [("127.0.0.1", 9_981)]
 
 
-@contextmanager
-def serve_with_logging(app: Any) -> Iterator[str]:
-    """Like ``serve_in_thread`` but with uvicorn's access log on and propagating to the root logger."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="debug", access_log=True, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+def serve_with_logging(app: Any) -> AbstractContextManager[str]:
+    """``serve_in_thread`` with uvicorn's access log on and propagating to the root logger."""
+    return serve_in_thread(app, log_config=None, log_level="debug", access_log=True)
 
 
 def test_no_token_reaches_any_log(sqlite_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
