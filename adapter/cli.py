@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from sqlmodel import Session, col, delete, select
 
-from adapter.settings import DEMO_SECRET, Settings, SettingsError, load_settings
+from adapter.cli_support import migrated_engine, say, settings_or_exit
+from adapter.settings import DEMO_SECRET, Settings, SettingsError
 
 if TYPE_CHECKING:
     from adapter.app import Service
@@ -45,16 +46,8 @@ assertion_app = typer.Typer(help="Keys that sign hand-off assertions to the port
 app.add_typer(assertion_app, name="assertion-keys")
 
 
-def _say(text: str) -> None:
-    typer.echo(text)
-
-
-def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except SettingsError as error:
-        typer.secho(str(error), fg="red", err=True)
-        raise typer.Exit(2) from None
+_say = say
+_settings = settings_or_exit
 
 
 def _service(settings: Settings) -> Service:
@@ -71,12 +64,7 @@ def _service(settings: Settings) -> Service:
         raise typer.Exit(2) from None
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
-    from adapter.db import make_engine, upgrade
-
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return engine
+_engine = migrated_engine
 
 
 def _logging() -> None:

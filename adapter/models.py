@@ -342,3 +342,7 @@ class ActionRequest(SQLModel, table=True):
     next_attempt_at: datetime
     outcome: str | None = Field(default=None, max_length=64)
     created_at: datetime
+
+
+# The audit tables live with the audit trail; importing them here registers them with the metadata.
+from adapter.audit import models as _audit_models  # noqa: E402,F401

@@ -197,6 +197,39 @@ class Settings(BaseSettings):
     dispatch_backoff_max_seconds: float = Field(900.0, gt=0, description="Longest retry delay.")
     dispatch_batch_size: int = Field(200, ge=1, le=5000, description="Outbox rows claimed per tick.")
     tick_seconds: float = Field(1.0, gt=0, le=60, description="How often the pipeline looks for due work.")
+    # --- audit trail and retention
+    audit_signing_key_file: Path | None = Field(
+        None, description="Ed25519 private key (PEM, `bridge audit keygen`) that signs audit checkpoints; kept outside "
+        "the database. Demo mode without it signs with a throwaway key.",
+    )
+    audit_checkpoint_every: int = Field(
+        1000, ge=1, le=1_000_000, description="Audit records between two signed checkpoints."
+    )
+    audit_checkpoint_seconds: float = Field(
+        300.0, gt=0, le=86400, description="Longest time between two signed checkpoints while records arrive."
+    )
+    audit_checkpoint_export_dir: Path | None = Field(
+        None, description="Directory (write-once storage, a SIEM's drop folder) that gets each signed checkpoint "
+        "as a line of JSON.",
+    )
+    audit_push_to_ehr: bool = Field(
+        False, description="Also POST each audit record to the EHR's FHIR server as a BALP AuditEvent."
+    )
+    api_session_minutes: int = Field(
+        15, ge=1, le=720, description="How long an auditor/admin API session lasts after logging in."
+    )
+    retention_link_days: int = Field(
+        30, ge=1, le=3650, description="Days after a portal link expires before its rows are deleted."
+    )
+    retention_message_days: int = Field(
+        90, ge=7, le=3650, description="Days after which a sent message's payload details are deleted."
+    )
+    retention_audit_years: int = Field(
+        6, ge=6, le=100, description="Years audit records are kept (HIPAA: 6 at least); legal holds keep them longer."
+    )
+    retention_batch_size: int = Field(
+        500, ge=1, le=50_000, description="Rows deleted per transaction by a retention purge."
+    )
 
     @classmethod
     def settings_customise_sources(
