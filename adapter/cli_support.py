@@ -42,3 +42,17 @@ def operator() -> str:
         return f"cli:{getpass.getuser()}"[:200]
     except (KeyError, OSError):
         return "cli:unknown"
+
+
+def maintenance_url(settings: Settings, override: str | None = None) -> str:
+    """The database URL for audit purges and grants: ``--database-url``, else
+    ``audit_maintenance_database_url``, else (SQLite only) the service's own file. On PostgreSQL the
+    application's role may not delete audit records, so there is no fallback to its URL."""
+    if override:
+        return override
+    if settings.audit_maintenance_database_url is not None:
+        return settings.audit_maintenance_database_url.get_secret_value()
+    if settings.is_sqlite:
+        return settings.database_url
+    raise fail("set BRIDGE_AUDIT_MAINTENANCE_DATABASE_URL (or pass --database-url) to the owner role's URL: the "
+               "application's role cannot delete or grant on audit records", 2)

@@ -50,17 +50,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bridge.db'}"
         return
-    url = request.getfixturevalue("postgres_url")
+    yield _emptied(request.getfixturevalue("postgres_url"))
+
+
+def _emptied(url: str) -> str:
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
-    yield url
+    return url
 
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """A migrated, empty PostgreSQL database, for what only PostgreSQL has (roles, concurrent writers)."""
+    engine = make_engine(_emptied(postgres_url))
     upgrade(engine)
     yield engine
     engine.dispose()

@@ -70,7 +70,7 @@ class AuditCheckpoint(SQLModel, table=True):
     head: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
     merkle_root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
     created_at: datetime
-    key_id: str = Field(max_length=32)
+    key_id: str = Field(max_length=64)
     signature: bytes = Field(sa_column=Column(LargeBinary(64), nullable=False))
 
 

@@ -91,11 +91,22 @@ class AuditEntry:
     detail: Mapping[str, DetailValue] = field(default_factory=dict)
 
 
+def _is_iso_time(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _checked_detail(detail: Mapping[str, DetailValue]) -> str | None:
     if not detail:
         return None
     for key, value in detail.items():
-        if isinstance(value, str) and (len(value) > _MAX_DETAIL_TEXT or _PHONE_LIKE.search(value)):
+        if not isinstance(value, str):
+            continue
+        # An ISO 8601 date or instant has a phone number's digit run but is not one.
+        if len(value) > _MAX_DETAIL_TEXT or (_PHONE_LIKE.search(value) and not _is_iso_time(value)):
             raise AuditDetailError(f"audit detail {key!r} looks like free text or a phone number; store a code")
     return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

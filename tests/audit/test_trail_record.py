@@ -43,6 +43,9 @@ def test_detail_refuses_phone_numbers_and_free_text(engine: Engine) -> None:
         record(session, AuditEntry(kind=Kind.INBOUND, action=Action.CREATE, detail={"from": "+1 555 0100 123"}))
     with pytest.raises(AuditDetailError), transaction(engine) as session:
         record(session, AuditEntry(kind=Kind.INBOUND, action=Action.CREATE, detail={"text": "x" * 200}))
+    with transaction(engine) as session:  # dates and instants are not phone numbers
+        record(session, AuditEntry(kind=Kind.RETENTION, action=Action.DELETE,
+                                   detail={"older_than": "2026-11-25", "at": "2026-11-25T00:00:00+00:00"}))
 
 
 @pytest.mark.parametrize("statement", ["UPDATE audit_event SET outcome = '8'", "DELETE FROM audit_event"])

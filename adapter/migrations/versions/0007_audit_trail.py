@@ -107,7 +107,7 @@ def upgrade() -> None:
         sa.Column("head", sa.LargeBinary(32), nullable=False),
         sa.Column("merkle_root", sa.LargeBinary(32), nullable=False),
         sa.Column("created_at", sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("key_id", sqltypes.AutoString(32), nullable=False),
+        sa.Column("key_id", sqltypes.AutoString(64), nullable=False),
         sa.Column("signature", sa.LargeBinary(64), nullable=False),
     )
     op.create_table(
