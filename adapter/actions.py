@@ -5,6 +5,11 @@ An :class:`~adapter.models.ActionRequest` is claimed (leased, so a crash retries
 retried, a front-desk Task when that fails — and answered in the same transaction that closes it.
 While the EHR is unreachable the request waits and is tried again with backoff; after
 ``MAX_ATTEMPTS`` it fails visibly (an operator alert) and the patient is told the clinic will call.
+
+Each outcome is audited in the transaction that records it (:mod:`adapter.audit.fhir_access`):
+``patient-update`` / ``patient-create`` for what was written, ``patient-read`` / ``patient-query``
+for what was only read, and every failed attempt with its error class (outcome 4, 8 when given up).
+The agent is ``patient`` (who tapped); the service performed the FHIR calls.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from sqlmodel import Session, col, select
 
 from adapter.action_tokens import mint_action_token
 from adapter.alerts import raise_alert
+from adapter.audit.fhir_access import failed_request_entry, writeback_entries
+from adapter.audit.trail import record as audit
 from adapter.chat import ChatReplies, conversation_of, end_handoff, start_handoff
 from adapter.db import transaction, utcnow
 from adapter.models import ActionRequest
@@ -50,6 +57,7 @@ class Result:
     task_ref: str | None = None
     end_handoff: bool = False
     menu: bool = False  # the hand-off is over: the bot answers again, with its menu
+    write: WriteOutcome | None = None  # what the writer did (read, wrote, refused): for the audit trail
 
 
 class ActionRunner:
@@ -127,19 +135,19 @@ class ActionRunner:
     async def _offer(self, request: ActionRequest) -> Result:
         outcome = await self.writer.free_slots(request.resource_ref or "", request.patient_ref, request.version_id)
         if outcome.kind == "slots":
-            return Result("slots_offered", slots=outcome)
+            return Result("slots_offered", slots=outcome, write=outcome)
         if outcome.kind == "no_slots":
             task = await self.writer.handoff(patient_ref=request.patient_ref, focus_ref=request.resource_ref,
                                              reason="patient-asked-to-reschedule; no free slots", urgent=False)
-            return Result("no_slots", say=[("no_slots", {})], task_ref=task)
+            return Result("no_slots", say=[("no_slots", {})], task_ref=task, write=outcome)
         return self._answer(outcome, request.language)
 
     def _answer(self, outcome: WriteOutcome, language: str) -> Result:
         if outcome.kind == "stale":
-            return Result("stale", say=[("changed", self._describe(outcome.appointment, language))])
+            return Result("stale", say=[("changed", self._describe(outcome.appointment, language))], write=outcome)
         values = self._describe(outcome.appointment, language) if outcome.kind == "rescheduled" else {}
         return Result(outcome.kind, say=[(OUTCOME_TEXT.get(outcome.kind, "handoff"), values)],
-                      task_ref=outcome.task_ref)
+                      task_ref=outcome.task_ref, write=outcome)
 
     def _describe(self, appointment: dict[str, Any] | None, language: str) -> dict[str, str]:
         """Date, time and a status word: what the patient already had in their confirmation, nothing more."""
@@ -176,6 +184,8 @@ class ActionRunner:
             row = session.get(ActionRequest, request.id)
             if row is None:
                 return
+            audit(session, failed_request_entry(row.kind, appointment_ref=row.resource_ref, patient_ref=row.patient_ref,
+                                                error=reason, attempt=row.attempts, final=row.attempts >= MAX_ATTEMPTS))
             if row.attempts >= MAX_ATTEMPTS:
                 row.state, row.outcome = "failed", f"ehr:{reason}"[:64]
                 raise_alert(session, f"action_failed:{row.id}", "action_failed",
@@ -192,10 +202,11 @@ class ActionRunner:
             if row is None or row.state != "pending":
                 return
             conversation = conversation_of(session, row.phone_index)
-            if result.end_handoff:
-                end_handoff(session, conversation)
+            if result.end_handoff:  # the front desk completed the Task (or it timed out)
+                end_handoff(session, conversation, patient_ref=row.patient_ref, reason=result.outcome)
             elif result.task_ref and row.kind == "handoff":
-                start_handoff(session, conversation, result.task_ref, self.handoff_timeout)
+                start_handoff(session, conversation, result.task_ref, self.handoff_timeout,
+                              patient_ref=row.patient_ref, reason="task-created", urgent=row.urgent)
             for key, values in result.say:
                 self._say(session, row, key, values)
             if result.slots is not None:
@@ -205,6 +216,8 @@ class ActionRunner:
                                   recipient=found[1], language=row.language)
             row.state, row.outcome = "done", (result.outcome + (f" {result.task_ref}" if result.task_ref else ""))[:64]
             session.add(row)
+            audit(session, *writeback_entries(row.kind, appointment_ref=row.resource_ref, patient_ref=row.patient_ref,
+                                              write=result.write, task_ref=result.task_ref))
 
     def _say(self, session: Session, row: ActionRequest, key: str, values: dict[str, str]) -> None:
         found = self.replies.recipient_of(session, row.phone_index)

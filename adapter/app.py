@@ -24,8 +24,14 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.access.roles import AccessControl
 from adapter.actions import ActionRunner
+from adapter.admin_api import build_admin_router
 from adapter.alerts import count_open
+from adapter.audit.checkpoints import AuditKeeper, signer_from_settings
+from adapter.audit.push import keep_pushing
+from adapter.audit.signing import AuditKeyError, AuditSigner
+from adapter.audit_api import FhirPatientDirectory, build_audit_router
 from adapter.chat import ChatReplies
 from adapter.consent import consent_source
 from adapter.contacts import ContactBook
@@ -35,12 +41,15 @@ from adapter.db import make_engine, upgrade
 from adapter.decide import DecideConfig, Decider
 from adapter.dispatch import Dispatcher, RetryPolicy
 from adapter.fallback_hook import FallbackHook
+from adapter.housekeeping import Housekeeping
 from adapter.inbound import ChatPolicy, InboundProcessor
 from adapter.inbox import InboxStore
+from adapter.keys import service_keys
 from adapter.models import InboundMessage, InboxEvent, OutboxMessage, TemplateState
 from adapter.outbox import ClaimRules, OutboxStore
 from adapter.pipeline import Pipeline
 from adapter.ratelimit import TokenBucket
+from adapter.retention import RetentionPolicy
 from adapter.settings import Settings, SettingsError
 from adapter.templates import TemplateGate
 from adapter.webhooks import build_webhook_router
@@ -82,6 +91,7 @@ class Service:
     specs: dict[str, Any]
     inbound: InboundProcessor
     replies: ChatReplies
+    audit_signer: AuditSigner
     fhir: FhirClient | None = None
     sender: CloudApiSender | None = None
     pipeline: Pipeline | None = None
@@ -98,8 +108,9 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     engine = engine or make_engine(settings.database_url)
     catalogue = TemplateCatalogue.load(public_base_url=settings.public_base_url)
     rules = load_rules(settings.mappings_dir, catalogue, settings.phi_profile)
-    cipher = FieldCipher(settings.key_bytes("data_encryption_key"))
-    contacts = ContactBook(BlindIndex(settings.key_bytes("data_encryption_key")), cipher)
+    keys = service_keys(settings)  # a keyring file (wrapped keys) or the key settings
+    cipher = FieldCipher(keys)
+    contacts = ContactBook(BlindIndex(keys), cipher)
     outbox = OutboxStore(engine, contacts, ClaimRules(
         pair_interval=timedelta(seconds=settings.whatsapp_pair_interval_seconds),
         templates=TemplateGate(settings.whatsapp_fallback_template)))
@@ -122,8 +133,12 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     inbound = InboundProcessor(engine, replies, ChatPolicy(
         handoff_timeout=timedelta(hours=settings.handoff_timeout_hours), zone=settings.zone, opens=opens,
         closes=closes, workdays=frozenset(settings.staff_workdays)))
+    try:
+        audit_signer = signer_from_settings(settings)
+    except AuditKeyError as error:
+        raise SettingsError([f"audit_signing_key_file: {error}"]) from error
     return Service(settings, engine, catalogue, rules, cipher, InboxStore(engine), outbox, links, decider, specs,
-                   inbound, replies)
+                   inbound, replies, audit_signer)
 
 
 def make_fhir_client(settings: Settings) -> FhirClient:
@@ -160,9 +175,12 @@ async def start(service: Service) -> None:
     service.actions = ActionRunner(service.engine, writer, service.replies, zone=settings.zone,
                                    handoff_timeout=timedelta(hours=settings.handoff_timeout_hours),
                                    staff_inbox_url=settings.staff_inbox_url)
+    keeper = AuditKeeper(service.engine, service.audit_signer, settings.audit_checkpoint_every,
+                         settings.audit_checkpoint_seconds, settings.audit_checkpoint_export_dir)
+    housekeeping = Housekeeping(service.engine, keeper, RetentionPolicy.from_settings(settings))
     service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
                                 service.specs, tick_seconds=settings.tick_seconds, inbound=service.inbound,
-                                hook=service.hook, actions=service.actions)
+                                hook=service.hook, actions=service.actions, housekeeping=housekeeping)
 
 
 async def stop(service: Service) -> None:
@@ -255,6 +273,10 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
             tasks.append(asyncio.create_task(keep_subscriptions(service, stop_event), name="subscriptions"))
         if settings.whatsapp_sync_templates:
             tasks.append(asyncio.create_task(keep_template_states(service, stop_event), name="templates"))
+        if settings.audit_push_to_ehr:
+            assert service.fhir is not None
+            tasks.append(asyncio.create_task(keep_pushing(service.engine, service.fhir, stop_event,
+                                                          observer=settings.public_base_url), name="audit-push"))
         try:
             yield
         finally:
@@ -271,7 +293,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
 
     app.include_router(build_intake_router(
         _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(), list(service.specs),
-        settings.max_notification_bytes))
+        settings.max_notification_bytes, on_refused=service.inbox.refused))
     app.include_router(build_webhook_router(
         service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
         service.outbox.contacts, on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None))
@@ -282,6 +304,11 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         assertion=assertion.issue if assertion else None))
     if assertion is not None:
         app.include_router(build_jwks_router(assertion.ring))
+    access = AccessControl(service.engine, settings.api_session_minutes)  # the auditor and admin APIs (issue 6)
+    app.include_router(build_audit_router(service.engine, access, observer=settings.public_base_url,
+                                          signer=service.audit_signer,
+                                          directory=FhirPatientDirectory(lambda: service.fhir)))
+    app.include_router(build_admin_router(service.engine, access))
 
     @app.get("/health")
     async def get_health() -> JSONResponse:

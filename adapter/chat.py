@@ -4,6 +4,10 @@ Every reply is queued in the outbox like any message (effectively-once by its na
 consent-checked) as a free-form message, with the parameter-less fallback template for when the
 24-hour window has closed by the time it goes. Texts come from :mod:`mappings.conversation` and
 carry no PHI.
+
+A hand-off's start and end are audited (``handoff``) in the caller's transaction: who caused it
+(``patient`` for a message, ``system`` for the pipeline), the Task that staff work from when it is
+known, and why, as a code.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from adapter.action_tokens import mint_action_token
+from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, record
 from adapter.contacts import ContactBook
 from adapter.db import utcnow
 from adapter.models import Conversation, WhatsAppContact
@@ -86,13 +91,33 @@ def in_handoff(conversation: Conversation, now: datetime) -> bool:
     return conversation.handoff_until is not None and conversation.handoff_until > now
 
 
-def start_handoff(session: Session, conversation: Conversation, task_ref: str | None, timeout: timedelta) -> None:
+def start_handoff(session: Session, conversation: Conversation, task_ref: str | None, timeout: timedelta, *,
+                  patient_ref: str | None = None, agent: str = "system", reason: str | None = None,
+                  urgent: bool = False) -> None:
+    """Hands the conversation to staff (again, when a Task for it was just created), and audits it."""
     conversation.handoff_until = utcnow() + timeout
     conversation.handoff_task = task_ref or conversation.handoff_task
     conversation.updated_at = utcnow()
     session.add(conversation)
+    detail: dict[str, DetailValue] = {"event": "task" if task_ref else "start", "reason": reason}
+    if urgent:
+        detail["urgent"] = True
+    _audit_handoff(session, Action.CREATE if not task_ref else Action.UPDATE, agent, patient_ref,
+                   conversation.handoff_task, detail)
 
 
-def end_handoff(session: Session, conversation: Conversation) -> None:
+def end_handoff(session: Session, conversation: Conversation, *, patient_ref: str | None = None,
+                agent: str = "system", reason: str | None = None) -> None:
+    """Gives the conversation back to the bot, and audits it (with the Task it was handed over in)."""
+    task_ref = conversation.handoff_task
     conversation.handoff_until, conversation.handoff_task, conversation.updated_at = None, None, utcnow()
     session.add(conversation)
+    _audit_handoff(session, Action.UPDATE, agent, patient_ref, task_ref, {"event": "end", "reason": reason})
+
+
+def _audit_handoff(session: Session, action: Action, agent: str, patient_ref: str | None, task_ref: str | None,
+                   detail: dict[str, DetailValue]) -> None:
+    # The conversation is keyed by the number's blind index, which must not reach the audit trail:
+    # the Task (when there is one) and the patient are the references.
+    record(session, AuditEntry(kind=Kind.HANDOFF, action=action, agent=agent, patient_ref=patient_ref,
+                               entity_ref=task_ref, detail={k: v for k, v in detail.items() if v is not None}))

@@ -19,11 +19,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from sqlmodel import Session, col, delete, select
 
-from adapter.cli_support import migrated_engine, say, settings_or_exit
+from adapter.cli_access import credentials_app
+from adapter.cli_audit import audit_app
+from adapter.cli_keys import keys_app
+from adapter.cli_retention import retention_app
+from adapter.cli_support import migrated_engine, operator, say, settings_or_exit
 from adapter.settings import DEMO_SECRET, Settings, SettingsError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from adapter.app import Service
+    from adapter.audit.trail import AuditEntry
 
 app = typer.Typer(help="FHIR ↔ WhatsApp bridge.", no_args_is_help=True, add_completion=False)
 subscriptions_app = typer.Typer(help="The EHR Subscriptions this service needs.", no_args_is_help=True)
@@ -44,6 +51,10 @@ links_app = typer.Typer(help="Portal links: revocation, probing.", no_args_is_he
 app.add_typer(links_app, name="links")
 assertion_app = typer.Typer(help="Keys that sign hand-off assertions to the portal.", no_args_is_help=True)
 app.add_typer(assertion_app, name="assertion-keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(credentials_app, name="credentials")
+app.add_typer(keys_app, name="keys")
+app.add_typer(retention_app, name="retention")
 
 
 _say = say
@@ -65,6 +76,25 @@ def _service(settings: Settings) -> Service:
 
 
 _engine = migrated_engine
+
+
+def _audit(engine: Engine, command: str, *, entity: str | None = None, patient: str | None = None,
+           **detail: str | int | bool | None) -> None:
+    """Records an operator command (``admin``, agent ``cli:<user>``) for commands whose change is
+    made by another module in a transaction of its own: recorded right after it, in a second one."""
+    from adapter.audit.trail import record
+    from adapter.db import transaction
+
+    with transaction(engine) as session:
+        record(session, _admin_entry(command, entity=entity, patient=patient, **detail))
+
+
+def _admin_entry(command: str, *, entity: str | None = None, patient: str | None = None,
+                 **detail: str | int | bool | None) -> AuditEntry:
+    from adapter.audit.trail import Action, AuditEntry, Kind
+
+    return AuditEntry(kind=Kind.ADMIN, action=Action.UPDATE, agent=operator(), patient_ref=patient,
+                      entity_ref=entity, detail={"command": command, **detail})
 
 
 def _logging() -> None:
@@ -160,8 +190,13 @@ async def _with_fhir(settings: Settings, action: str) -> list[dict[str, object]]
 @subscriptions_app.command("ensure")
 def subscriptions_ensure() -> None:
     """Create or repair the EHR Subscriptions (idempotent)."""
-    for state in asyncio.run(_with_fhir(_settings(), "ensure")):
+    settings = _settings()
+    states = asyncio.run(_with_fhir(settings, "ensure"))
+    for state in states:
         typer.echo(json.dumps(state))
+    actions = [str(state["action"]) for state in states]
+    _audit(_engine(settings), "subscriptions.ensure", subscriptions=len(states),
+           changed=sum(action not in ("kept", "None") for action in actions))
 
 
 @subscriptions_app.command("status")
@@ -184,12 +219,15 @@ def consent_revoke(patient: Annotated[str, typer.Argument(help="FHIR reference, 
 
 
 def _set_consent(patient: str, status: str) -> None:
+    from adapter.audit.trail import record
     from adapter.consent import set_consent
     from adapter.db import transaction
 
     try:
         with transaction(_engine(_settings())) as session:
             set_consent(session, patient, status, "admin")
+            command = "consent.grant" if status == "opted_in" else "consent.revoke"
+            record(session, _admin_entry(command, patient=patient, status=status))
     except ValueError as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(2) from None
@@ -229,8 +267,9 @@ def dead_list(limit: Annotated[int, typer.Option()] = 100) -> None:
 def dead_retry(outbox_id: Annotated[int, typer.Argument(help="The dead letter's id (see `list`).")]) -> None:
     """Queue a dead letter again."""
     settings = _settings()
-    _engine(settings)
+    engine = _engine(settings)
     typer.echo(_service(settings).outbox.redrive(outbox_id))
+    _audit(engine, "dead-letters.retry", entity=f"outbox/{outbox_id}")
 
 
 @inbox_app.command("dead")
@@ -248,7 +287,7 @@ def inbox_retry(event_id: Annotated[int, typer.Argument(help="The event's id (se
     """Queue a dead notification again."""
     from adapter.inbox import InboxStore
 
-    typer.echo(InboxStore(_engine(_settings())).redrive(event_id))
+    typer.echo(InboxStore(_engine(_settings())).redrive(event_id, agent=operator()))
 
 
 @sending_app.command("status")
@@ -266,7 +305,10 @@ def sending_resume() -> None:
     """Resume sending after fixing the cause of the pause (token, policy, payment, ...)."""
     from adapter.control import resume_sending
 
-    typer.echo("sending resumed" if resume_sending(_engine(_settings())) else "sending was not paused")
+    engine = _engine(_settings())
+    resumed = resume_sending(engine)
+    typer.echo("sending resumed" if resumed else "sending was not paused")
+    _audit(engine, "sending.resume", resumed=resumed)
 
 
 @alerts_app.command("list")
@@ -285,7 +327,10 @@ def alerts_ack(
     """Acknowledge an alert (or all of them) once handled."""
     from adapter.alerts import acknowledge
 
-    typer.echo(f"acknowledged {acknowledge(_engine(_settings()), alert_id)}")
+    engine = _engine(_settings())
+    count = acknowledge(engine, alert_id)
+    typer.echo(f"acknowledged {count}")
+    _audit(engine, "alerts.ack", entity=f"alert/{alert_id}" if alert_id is not None else None, acknowledged=count)
 
 
 @templates_app.command("sync")
@@ -302,6 +347,7 @@ def templates_sync() -> None:
     except WhatsAppError as error:
         typer.secho(f"could not reach the WhatsApp Business Account: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
+    _audit(engine, "templates.sync", templates=len(report.items), failed=bool(report.failed))
     for item in report.items:
         typer.echo(f"{item.name}\t{item.language}\t{item.action}\t{item.remote_status or '-'}"
                    + (f"\t{item.error_code or ''} {item.error}" if item.error else ""))
@@ -334,6 +380,7 @@ def links_revoke(
     from portal_links import revocation
 
     engine = _engine(_settings())
+    who = operator()
     chosen = [name for name, value in (("link", link), ("message", message), ("patient", patient),
                                        ("window", created_from or created_to)) if value is not None]
     if len(chosen) != 1:
@@ -341,11 +388,11 @@ def links_revoke(
                     fg="red", err=True)
         raise typer.Exit(2)
     if link is not None:
-        count = revocation.revoke_link(engine, link)
+        count = revocation.revoke_link(engine, link, agent=who)
     elif message is not None:
-        count = revocation.revoke_message(engine, message)
+        count = revocation.revoke_message(engine, message, agent=who)
     elif patient is not None:
-        count = revocation.revoke_patient(engine, patient)
+        count = revocation.revoke_patient(engine, patient, agent=who)
     else:
         try:
             start, end = datetime.fromisoformat(created_from or ""), datetime.fromisoformat(created_to or "")
@@ -355,7 +402,7 @@ def links_revoke(
         if start.tzinfo is None or end.tzinfo is None:
             typer.secho("give the times with a time zone, e.g. 2026-11-25T08:00:00+00:00", fg="red", err=True)
             raise typer.Exit(2)
-        count = revocation.revoke_created_between(engine, start, end)
+        count = revocation.revoke_created_between(engine, start, end, agent=who)
     typer.echo(f"revoked {count} link(s)")
 
 
@@ -380,13 +427,15 @@ def assertion_keys_create() -> None:
     """Create the key file: an active key and the next one (published ahead of use)."""
     from portal_links.assertions import AssertionKeyRing
 
-    path = _assertion_keys_file(_settings())
+    settings = _settings()
+    path = _assertion_keys_file(settings)
     try:
         ring = AssertionKeyRing.create(path)
     except FileExistsError:
         typer.secho(f"{path} exists: use `rotate`", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"created {path}: active {ring.active_key.kid}")
+    _audit(_engine(settings), "assertion-keys.create", entity=f"assertion-key/{ring.active_key.kid}")
 
 
 @assertion_app.command("rotate")
@@ -394,7 +443,8 @@ def assertion_keys_rotate() -> None:
     """The next key signs from now on; the old one stays published until its assertions expired."""
     from portal_links.assertions import AssertionKeyRing
 
-    path = _assertion_keys_file(_settings())
+    settings = _settings()
+    path = _assertion_keys_file(settings)
     try:
         ring = AssertionKeyRing.load(path).rotate()
     except ValueError as error:
@@ -402,6 +452,7 @@ def assertion_keys_rotate() -> None:
         raise typer.Exit(2) from None
     ring.prune().save(path)
     typer.echo(f"rotated: active {ring.active_key.kid}; restart or reload the service to sign with it")
+    _audit(_engine(settings), "assertion-keys.rotate", entity=f"assertion-key/{ring.active_key.kid}")
 
 
 @assertion_app.command("show")
@@ -426,7 +477,10 @@ def replay(reference: Annotated[str, typer.Argument(help="e.g. Appointment/123")
     if not resource_id:
         typer.secho("give a reference such as Appointment/123", fg="red", err=True)
         raise typer.Exit(2)
+    from adapter.audit.trail import record
+
     with Session(engine) as session:
+        record(session, _admin_entry("replay", entity=reference))
         session.exec(delete(OutboxMessage).where(
             col(OutboxMessage.resource_ref) == reference, col(OutboxMessage.state) == "dead",
             col(OutboxMessage.payload).is_(None)))

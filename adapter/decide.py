@@ -9,7 +9,9 @@ A handler that reads like a recipe (cosmicpython): guard clauses, resolve, map, 
 4. For each firing rule: patient → mobile number → opt-in → language → render (typed, allow-listed
    parameters only) → PHI guard → outbox. Every "no" is recorded as a skip with its reason.
 
-All database effects of one version happen in one transaction, with the inbox event marked done.
+All database effects of one version happen in one transaction, with the inbox event marked done,
+and so do its audit entries (:func:`adapter.audit.fhir_access.decide_reads`): a ``patient-read`` of
+the re-read resource and of the Patient read for its telecom and language (BALP PatientRead).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.action_tokens import mint_action_token
+from adapter.audit.fhir_access import decide_reads
+from adapter.audit.trail import record as audit
 from adapter.consent import ConsentSource
 from adapter.db import transaction, utcnow
 from adapter.inbox import InboxStore
@@ -111,10 +115,13 @@ class Decider:
                        col(ResourceState.resource_id) == resource["id"])
                 .with_for_update()
             ).first()
-            if state is not None and version is not None and state.version_id == version:
-                decision.duplicate = True
-            else:
-                for rule in self.firing_rules(resource, state.status if state else None):
+            decision.duplicate = state is not None and version is not None and state.version_id == version
+            rules = [] if decision.duplicate else self.firing_rules(resource, state.status if state else None)
+            # The reads first: whatever fails later in this step rolls them back with it. The caller
+            # read the Patient only when a rule fired (adapter.pipeline.handle_resource).
+            audit(session, *decide_reads(resource, patient, patient_reference(resource), bool(rules)))
+            if not decision.duplicate:
+                for rule in rules:
                     self._apply_rule(session, rule, resource, patient, related, decision)
                 state = state or ResourceState(resource_type=resource["resourceType"], resource_id=resource["id"],
                                                processed_at=utcnow())

@@ -9,6 +9,9 @@ resend only after a grace period; undeliverable (131026 …) → dead letter and
 hook; configuration errors (100, 132xxx …) → dead letter and an operator alert, no retries;
 account-level errors (190, 368, 131031, 131042 …) → sending pauses for every instance until an admin
 runs ``bridge sending resume`` (:mod:`adapter.control`).
+
+Each attempt's outcome goes to :meth:`OutboxStore.record`, which audits it as a disclosure (or a
+failed one) in the same transaction; a message held back because sending paused is not an attempt.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ class Dispatcher:
     async def _send(self, message: ClaimedMessage) -> SendOutcome:
         async with self._slots:
             if self._pausing:  # an account-level error in this batch: do not make it worse
-                return self._retry(message, None, utcnow() + PAUSED_RECHECK)
+                # Never sent, so not a disclosure: the outbox writes no audit entry for it.
+                return replace(self._retry(message, None, utcnow() + PAUSED_RECHECK), attempted=False)
             if self.bucket is not None:
                 await self.bucket.acquire()
             try:

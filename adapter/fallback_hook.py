@@ -4,6 +4,8 @@ When WhatsApp cannot reach a patient, the hospital may want another channel (SMS
 from staff). If ``undeliverable_hook_url`` is set, each such dead letter is POSTed there once, as
 ids only — outbox id, rule, resource and patient references, Meta's error code; never the number or
 the message — and marked ``done``. A failing hook is retried on later ticks, at most once a minute.
+A delivered hook call is audited as a disclosure (``via: fallback-hook``) when it is marked done
+(:meth:`adapter.outbox.OutboxStore.hook_done`).
 """
 
 from __future__ import annotations

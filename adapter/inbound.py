@@ -23,6 +23,12 @@ read once, in a batch claimed with ``SKIP LOCKED``:
 
 The content is stored encrypted until processed, then dropped: only the id, type, time and
 outcome remain.
+
+Audit: each processed message gets one ``inbound`` entry (agent ``patient``, entity
+``message/<wamid>``, detail: message type and the outcome chosen, e.g. ``opted_out``, ``staff``,
+``emergency``, ``sensitive``; how many queued messages a STOP suppressed; the kinds of what was
+redacted) in the processing transaction, written once per batch. Never the text. The patient is
+named when the sender maps to exactly one. A message that failed is recorded with outcome 8.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.action_tokens import mint_action_token, resolve_action_token
+from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, Outcome, record
 from adapter.chat import ChatReplies, conversation_of, in_handoff, start_handoff
 from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.contacts import SERVICE_WINDOW, ContactBook, e164_from_wa_id
@@ -92,6 +99,23 @@ def decode_content(cipher: FieldCipher, row: InboundMessage) -> InboundContent:
     return InboundContent(**raw)
 
 
+@dataclass
+class _AuditNote:
+    """What processing learnt about one message that its audit entry reports (codes and counts only)."""
+
+    patients: list[str] = field(default_factory=list)
+    detail: dict[str, DetailValue] = field(default_factory=dict)
+
+    def entry(self, row: InboundMessage, failed: bool) -> AuditEntry:
+        detail: dict[str, DetailValue] = {"type": row.message_type, "outcome": row.outcome, **self.detail}
+        if len(self.patients) > 1:
+            detail["patients"] = len(self.patients)  # a shared number: which one is not known
+        return AuditEntry(kind=Kind.INBOUND, action=Action.CREATE,
+                          outcome=Outcome.SERIOUS_FAILURE if failed else Outcome.SUCCESS, agent="patient",
+                          patient_ref=self.patients[0] if len(self.patients) == 1 else None,
+                          entity_ref=f"message/{row.wamid}", detail=detail)
+
+
 @dataclass(frozen=True)
 class ChatPolicy:
     """Settings of the conversation: how long staff keep a conversation, and their opening hours."""
@@ -119,19 +143,23 @@ class InboundProcessor:
             rows = list(session.exec(
                 select(InboundMessage).where(col(InboundMessage.state) == "pending")
                 .order_by(col(InboundMessage.id)).limit(limit).with_for_update(skip_locked=True)))
+            audit: list[AuditEntry] = []
             for row in rows:
+                note = _AuditNote()
                 try:
                     with session.begin_nested():  # one bad message must not block the others
-                        row.outcome = self._process(session, row)
+                        row.outcome = self._process(session, row, note)
                         row.state = "done"
                 except Exception as error:
                     log.exception("inbound message %s could not be processed", row.id)
                     row.outcome, row.state = f"error:{type(error).__name__}"[:32], "failed"
                 row.processed_at, row.content_enc = utcnow(), None
                 session.add(row)
+                audit.append(note.entry(row, failed=row.state == "failed"))
+            record(session, *audit)
             return len(rows)
 
-    def _process(self, session: Session, row: InboundMessage) -> str:
+    def _process(self, session: Session, row: InboundMessage, note: _AuditNote) -> str:
         if row.content_enc is None:
             return "no_content"
         content = decode_content(self.contacts.cipher, row)
@@ -139,6 +167,9 @@ class InboundProcessor:
         if not contacts:
             log.info("inbound message %s from a sender with no patient on file", row.id)
             return "unknown_sender"
+        note.patients = sorted({contact.patient_ref for contact in contacts})
+        if content.sensitive:
+            note.detail["redacted"] = ",".join(sorted(set(content.sensitive)))
         if content.from_id and content.from_user_id:
             self.contacts.link_user_id(session, contacts, content.from_user_id)
         self.contacts.record_inbound(session, contacts, datetime.fromtimestamp(row.meta_timestamp, UTC))
@@ -154,6 +185,8 @@ class InboundProcessor:
         if late and (not chat.match or chat.match.intent not in ("stop", "start", "emergency")):
             return "too_old"
         outcome = chat.route()
+        if chat.suppressed:
+            note.detail["suppressed"] = chat.suppressed
         if outcome in WELCOMED_AFTER and chat.conversation.welcomed_at is None:
             chat.welcome()
         return outcome
@@ -213,6 +246,7 @@ class _Chat:
         self.language = self.match.language if self.match else _notified_language(
             session, self.phone_index, processor.default_language)
         self._replies = 0
+        self.suppressed = 0  # queued messages a STOP suppressed (reported in the audit entry)
 
     # --- routing
 
@@ -276,12 +310,14 @@ class _Chat:
                            patient_ref=self.patients[0], recipient=self.recipient, key="emergency",
                            language=self.language, purpose="urgent")
         self.request("handoff", self.patients[0], urgent=True, reason="emergency-word")
-        start_handoff(self.session, self.conversation, None, self.p.policy.handoff_timeout)
+        start_handoff(self.session, self.conversation, None, self.p.policy.handoff_timeout,
+                      patient_ref=self.patients[0], agent="patient", reason="emergency-word", urgent=True)
         return "emergency"
 
     def handoff(self, patient_ref: str, focus_ref: str | None) -> str:
         self.request("handoff", patient_ref, resource_ref=focus_ref, reason="patient-asked-for-staff")
-        start_handoff(self.session, self.conversation, None, self.p.policy.handoff_timeout)
+        start_handoff(self.session, self.conversation, None, self.p.policy.handoff_timeout,
+                      patient_ref=patient_ref, agent="patient", reason="patient-asked-for-staff")
         self.say("staff_ack", when=self.p.staff_when(self.language))
         return "staff"
 
@@ -351,6 +387,7 @@ class _Chat:
         for patient in changed:
             set_consent(self.session, patient, OPTED_OUT, "chat")
         suppressed = OutboxStore.suppress_queued(self.session, patients, "patient opted out (STOP)")
+        self.suppressed += suppressed
         log.info("STOP: %d patient(s) opted out, %d queued message(s) suppressed", len(changed), suppressed)
         if changed:  # confirm once: a second STOP changes nothing and says nothing
             self.consent_reply(changed[0], "stopped")

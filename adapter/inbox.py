@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
+from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.db import insert_ignoring_duplicates, transaction, utcnow
 from adapter.models import InboxEvent
 from ehr.notifications import IncomingNotification
@@ -43,6 +44,17 @@ class InboxStore:
         ]
         with transaction(self.engine) as session:
             return insert_ignoring_duplicates(session, InboxEvent, rows, "dedupe_key")
+
+    def refused(self, subscription_key: str, reason: str, client: str | None) -> None:
+        """Records a notification refused for a missing or wrong channel secret (``ehr.intake``'s
+        ``on_refused``) as a DICOM 110113 security alert, in a transaction of its own: nothing else
+        of the request is stored. Accepted notifications get no entry of their own: they carry
+        references only, and each re-read they lead to is a ``patient-read``."""
+        entry = AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
+                           agent="ehr", source=client, entity_ref=f"subscription/{subscription_key}"[:300],
+                           detail={"reason": reason, "channel": "rest-hook", "subscription": subscription_key[:64]})
+        with transaction(self.engine) as session:
+            record(session, entry)
 
     def claim(self, limit: int, now: datetime | None = None) -> list[InboxEvent]:
         """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others)."""
@@ -87,7 +99,8 @@ class InboxStore:
             return list(session.exec(select(InboxEvent).where(col(InboxEvent.state) == "dead")
                                      .order_by(col(InboxEvent.id)).limit(limit)))
 
-    def redrive(self, event_id: int) -> str:
+    def redrive(self, event_id: int, *, agent: str = "system") -> str:
+        """Queues a dead event again, audited (``admin``, agent ``cli:<user>`` from the CLI)."""
         with transaction(self.engine) as session:
             event = session.get(InboxEvent, event_id)
             if event is None:
@@ -96,4 +109,6 @@ class InboxStore:
                 return f"inbox event {event_id} is {event.state}, not dead"
             event.state, event.attempts, event.next_attempt_at, event.lease_until = "pending", 0, utcnow(), None
             session.add(event)
+            record(session, AuditEntry(kind=Kind.ADMIN, action=Action.UPDATE, agent=agent,
+                                       entity_ref=f"inbox/{event_id}", detail={"command": "inbox.retry"}))
             return f"inbox event {event_id} queued again"

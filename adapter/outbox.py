@@ -12,6 +12,12 @@ patients get nothing but the STOP/START confirmation; one recipient gets at most
 pair interval (Meta's pair rate limit, about one per 6 s) without holding anyone else back; a
 free-form message outside the 24-hour customer service window becomes its fallback template; and
 only approved templates go out (:mod:`adapter.templates`).
+
+Every attempt that reached the Cloud API is audited in the transaction that records its result
+(:meth:`OutboxStore.record`, :func:`disclosure_entry`): a send is a disclosure of the patient's
+information to a third party (IHE BALP PrivacyDisclosure at the source, DICOM 110106 "Export",
+action R as in DICOM PS3.15 A.5.3.5 and BALP's example: the record is read out and sent). Consent-
+suppressed and paced rows are not audited as disclosures: nothing left the building.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
 from adapter.alerts import raise_alert
+from adapter.audit.trail import Action, AuditEntry, Kind, Outcome
+from adapter.audit.trail import record as audit_record
 from adapter.consent import OPTED_OUT
 from adapter.contacts import ContactBook, window_open
 from adapter.control import pause_sending
@@ -106,6 +114,34 @@ class SendOutcome:
     # When the answer came back: Meta received the request before then, so pacing the next message to
     # this recipient from here keeps them at least the pair interval apart as Meta sees them.
     answered_at: datetime | None = None
+    attempted: bool = True  # False when the request was never made (sending paused): not a disclosure
+
+
+# A send's result as an audit outcome: accepted; will be tried again (or reconciled by a status); given up.
+_DISCLOSURE_OUTCOME = {"sent": Outcome.SUCCESS, "retry": Outcome.MINOR_FAILURE, "ambiguous": Outcome.MINOR_FAILURE,
+                       "replan": Outcome.MINOR_FAILURE, "dead": Outcome.SERIOUS_FAILURE}
+
+
+def disclosure_entry(row: OutboxMessage | None, outbox_id: int, attempt_no: int | None, result: str, *,
+                     wamid: str | None = None, error_code: int | None = None, error_class: str | None = None,
+                     via: str | None = None) -> AuditEntry:
+    """The audit entry of one send attempt (BALP PrivacyDisclosure): what went (template or message
+    type, rule, purpose), for which patient, under which Meta message id; never the number or the text."""
+    payload: dict[str, Any] = json.loads(row.payload) if row is not None and row.payload else {}
+    template = payload.get("template") if payload.get("type") == "template" else None
+    detail: dict[str, str | int | None] = {
+        "outbox": outbox_id, "attempt": attempt_no, "result": result, "type": payload.get("type"),
+        "template": template.get("name") if isinstance(template, dict) else None,
+        "rule": row.rule_id if row is not None else None, "purpose": row.purpose if row is not None else None}
+    if error_code is not None or error_class is not None:
+        detail.update(error_code=error_code, error_class=error_class)
+    if via is not None:
+        detail["via"] = via
+    return AuditEntry(kind=Kind.DISCLOSURE, action=Action.READ,
+                      outcome=_DISCLOSURE_OUTCOME.get(result, Outcome.SUCCESS), agent="system",
+                      patient_ref=row.patient_ref if row is not None else None,
+                      entity_ref=f"message/{wamid}" if wamid else f"outbox/{outbox_id}",
+                      detail={key: value for key, value in detail.items() if value is not None})
 
 
 class OutboxStore:
@@ -252,12 +288,20 @@ class OutboxStore:
         return False
 
     def record(self, outcomes: list[SendOutcome]) -> None:
-        """Applies a batch of send outcomes in one transaction."""
+        """Applies a batch of send outcomes in one transaction, with one audit entry per attempt made
+        (written once for the batch, in the same transaction)."""
         now = utcnow()
         with transaction(self.engine) as session:
+            audit: list[AuditEntry] = []
             for outcome in outcomes:
                 row = session.get(OutboxMessage, outcome.outbox_id)
                 attempt = session.get(SendAttempt, outcome.attempt_id)
+                settled = (row is not None and outcome.wamid is not None and row.wamid == outcome.wamid
+                           and row.state != "sending")  # a status got here first and audited the send
+                if outcome.attempted and not settled:  # before the row changes: what went, not its re-plan
+                    audit.append(disclosure_entry(
+                        row, outcome.outbox_id, attempt.attempt_no if attempt is not None else None, outcome.result,
+                        wamid=outcome.wamid, error_code=outcome.error_code, error_class=outcome.error_class))
                 if attempt is not None:
                     attempt.finished_at, attempt.outcome = now, outcome.result
                     attempt.error_code, attempt.error_class = outcome.error_code, outcome.error_class
@@ -285,6 +329,7 @@ class OutboxStore:
                 else:
                     row.state, row.due_at = "queued", outcome.retry_at or now
                 session.add(row)
+            audit_record(session, *audit, at=now)
 
     @staticmethod
     def bury(session: Session, row: OutboxMessage, reason: str, error_class: str | None) -> None:
@@ -322,11 +367,19 @@ class OutboxStore:
                                      .order_by(col(OutboxMessage.id)).limit(limit)))
 
     def hook_done(self, outbox_id: int, state: str) -> None:
+        """Marks a dead letter's fallback hook ``state``; ``done`` means the hook received the patient
+        reference, which is a disclosure to another system and is audited as one (same transaction)."""
         with transaction(self.engine) as session:
             row = session.get(OutboxMessage, outbox_id)
             if row is not None:
                 row.hook_state = state
                 session.add(row)
+                if state == "done":
+                    audit_record(session, AuditEntry(
+                        kind=Kind.DISCLOSURE, action=Action.READ, agent="system", patient_ref=row.patient_ref,
+                        entity_ref=f"outbox/{outbox_id}", detail={"outbox": outbox_id, "via": "fallback-hook",
+                                                                  "rule": row.rule_id,
+                                                                  "error_code": row.last_error_code}))
 
     # --- operators
 

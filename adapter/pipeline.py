@@ -18,10 +18,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from adapter.actions import ActionRunner
+from adapter.audit.fhir_access import query_entry, read_entry
+from adapter.audit.trail import AuditEntry, record
 from adapter.db import transaction, utcnow
 from adapter.decide import Decider, Decision, resource_ref, version_of
 from adapter.dispatch import Dispatcher
 from adapter.fallback_hook import FallbackHook
+from adapter.housekeeping import Housekeeping
 from adapter.inbound import InboundProcessor
 from adapter.inbox import InboxStore
 from adapter.models import FeedWatermark, InboxEvent
@@ -43,7 +46,8 @@ class Pipeline:
     def __init__(self, engine: Engine, inbox: InboxStore, decider: Decider, fhir: FhirClient,
                  dispatcher: Dispatcher, specs: Mapping[str, SubscriptionSpec], *, tick_seconds: float,
                  inbox_batch: int = 100, concurrency: int = 16, inbound: InboundProcessor | None = None,
-                 hook: FallbackHook | None = None, actions: ActionRunner | None = None) -> None:
+                 hook: FallbackHook | None = None, actions: ActionRunner | None = None,
+                 housekeeping: Housekeeping | None = None) -> None:
         self.engine = engine
         self.inbox = inbox
         self.decider = decider
@@ -54,11 +58,13 @@ class Pipeline:
         self.inbound = inbound
         self.hook = hook
         self.actions = actions
+        self.housekeeping = housekeeping
         self.tick_seconds = tick_seconds
         self.inbox_batch = inbox_batch
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._wake_out = asyncio.Event()
+        self._wake_house = asyncio.Event()  # never set: housekeeping runs on the tick
         self._queued = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,10 +92,14 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         """Two loops over the same wake-up: what comes in (EHR events, statuses, patients' messages)
         and what goes out (sends, which wait on the rate limiter, and the fallback hook), so a slow
-        send never holds up reading the inbox."""
+        send never holds up reading the inbox; and a third, on the tick, for housekeeping (audit
+        chaining and checkpoints, retention)."""
         self._loop = asyncio.get_running_loop()
-        await asyncio.gather(self._repeat(self._inward, self._wake, stop, "inward"),
-                             self._repeat(self._outward, self._wake_out, stop, "outward"))
+        loops = [self._repeat(self._inward, self._wake, stop, "inward"),
+                 self._repeat(self._outward, self._wake_out, stop, "outward")]
+        if self.housekeeping is not None:
+            loops.append(self._repeat(self.housekeeping.run_once, self._wake_house, stop, "housekeeping"))
+        await asyncio.gather(*loops)
 
     async def _inward(self) -> int:
         worked = await self.process_inbox_once()
@@ -170,8 +180,10 @@ class Pipeline:
         """Acts on the current version of a resource read from the EHR."""
         seen_version, previous_status = await asyncio.to_thread(self.decider.last_seen, resource)
         if seen_version is not None and seen_version == version_of(resource):
-            if inbox_event_id is not None:
-                await asyncio.to_thread(self._finish, inbox_event_id)
+            if inbox_event_id is not None:  # the read happened all the same: audit it with the finish
+                reread = read_entry(resource, patient_ref=patient_reference(resource), step="decide",
+                                    detail={"duplicate": True})
+                await asyncio.to_thread(self._finish, inbox_event_id, reread)
             return Decision(resource_ref=resource_ref(resource), duplicate=True)
         patient, related = None, []
         if self.decider.firing_rules(resource, previous_status):
@@ -193,9 +205,10 @@ class Pipeline:
         except FhirNotFoundError:
             return None
 
-    def _finish(self, event_id: int) -> None:
+    def _finish(self, event_id: int, *audit: AuditEntry) -> None:
         with transaction(self.engine) as session:
             InboxStore.mark_done(session, event_id)
+            record(session, *audit)
 
     # --- pings: "something changed", so ask what
 
@@ -206,12 +219,14 @@ class Pipeline:
             return
         resource_type = spec.criteria.split("?", 1)[0]
         since = await asyncio.to_thread(self._watermark, event.subscription_key)
-        found = await self.fhir.search(resource_type, [("_lastUpdated", f"ge{since}"), ("_sort", "_lastUpdated")])
+        params = [("_lastUpdated", f"ge{since}"), ("_sort", "_lastUpdated")]
+        found = await self.fhir.search(resource_type, params)
         newest = since
         for resource in found:
             await self.handle_resource(resource)
             newest = max(newest, str((resource.get("meta") or {}).get("lastUpdated") or newest))
-        await asyncio.to_thread(self._advance, event.subscription_key, newest, event.id or 0)
+        query = query_entry(resource_type, params, step="ping", results=len(found))
+        await asyncio.to_thread(self._advance, event.subscription_key, newest, event.id or 0, query)
 
     def _watermark(self, key: str) -> str:
         with transaction(self.engine) as session:
@@ -220,9 +235,10 @@ class Pipeline:
                 return mark.last_updated
         return _fhir_instant(utcnow() - PING_LOOKBACK)
 
-    def _advance(self, key: str, newest: str, event_id: int) -> None:
+    def _advance(self, key: str, newest: str, event_id: int, query: AuditEntry) -> None:
         # Equal timestamps are re-read next time (``ge``); the version check makes that a no-op.
         with transaction(self.engine) as session:
+            record(session, query)
             mark = session.get(FeedWatermark, key) or FeedWatermark(subscription_key=key, last_updated=newest)
             mark.last_updated = max(mark.last_updated, newest)
             session.add(mark)

@@ -3,7 +3,8 @@ message — practitioners, locations, organizations, services — read so the PH
 their names too, not only the ``display`` texts the resource happens to carry.
 
 They are not patient data and change rarely, so reads are cached per process for a few minutes:
-one read per practitioner or clinic, not one per event.
+one read per practitioner or clinic, not one per event. They are not audited as patient reads
+(BALP PatientRead is for a patient's data); the resource that references them is.
 """
 
 from __future__ import annotations

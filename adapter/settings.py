@@ -31,6 +31,7 @@ MAX_LINK_TTL_HOURS = 7 * 24
 # Values shipped for the demo. They are public, so they must never protect real data.
 DEMO_SECRET = "demo-only-not-a-secret"  # noqa: S105 - public on purpose, refused outside demo
 DEMO_KEY = base64.urlsafe_b64encode(b"demo-only-key-not-secret-32bytes").decode()
+DEMO_INDEX_KEY = base64.urlsafe_b64encode(b"demo-only-index-key-not-secret!!").decode()
 _PLACEHOLDER_PREFIXES = ("demo-", "change", "placeholder", "secret", "xxx", "todo")
 
 
@@ -44,7 +45,7 @@ class SettingsError(Exception):
 
 def _is_placeholder(value: str) -> bool:
     lowered = value.strip().lower()
-    return not lowered or lowered.startswith(_PLACEHOLDER_PREFIXES) or value in (DEMO_SECRET, DEMO_KEY)
+    return not lowered or lowered.startswith(_PLACEHOLDER_PREFIXES) or value in (DEMO_SECRET, DEMO_KEY, DEMO_INDEX_KEY)
 
 
 def _decode_key(value: str) -> bytes:
@@ -74,6 +75,27 @@ class Settings(BaseSettings):
     )
     data_encryption_key: SecretStr = Field(
         SecretStr(DEMO_KEY), description="32-byte URL-safe base64 key that encrypts phone numbers at rest."
+    )
+    blind_index_key: SecretStr = Field(
+        SecretStr(DEMO_INDEX_KEY), description="32-byte key of the blind indexes that find encrypted numbers "
+        "(must differ from the data key)."
+    )
+    data_encryption_keys_previous: list[SecretStr] = Field(
+        default_factory=list, description="Earlier data keys, still decrypting until `bridge keys reencrypt` has run."
+    )
+    blind_index_keys_previous: list[SecretStr] = Field(
+        default_factory=list, description="Earlier index keys, still used for lookups until `bridge keys reindex` "
+        "has run."
+    )
+    keyring_file: Path | None = Field(
+        None, description="Keyring file (JSON, mode 0600, outside the database) of wrapped data and index keys; "
+        "when set, it replaces the two key settings above."
+    )
+    key_wrapping_key: SecretStr | None = Field(
+        None, description="32-byte key-encryption key that unwraps the keyring file's keys."
+    )
+    key_wrapping_key_file: Path | None = Field(
+        None, description="File (mode 0600) holding the key-encryption key instead of BRIDGE_KEY_WRAPPING_KEY."
     )
     # --- the EHR
     fhir_base_url: str = Field("http://127.0.0.1:8090/fhir", description="The EHR's FHIR R4 base URL.")
@@ -227,6 +249,10 @@ class Settings(BaseSettings):
     retention_audit_years: int = Field(
         6, ge=6, le=100, description="Years audit records are kept (HIPAA: 6 at least); legal holds keep them longer."
     )
+    audit_maintenance_database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL of the owner/maintenance role, used only by `bridge audit purge` and "
+        "`bridge audit grant-app-role` (the application's role cannot delete audit records).",
+    )
     retention_batch_size: int = Field(
         500, ge=1, le=50_000, description="Rows deleted per transaction by a retention purge."
     )
@@ -268,14 +294,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("data_encryption_key", "link_signing_key", "portal_pseudonym_key")
+    @field_validator("data_encryption_key", "link_signing_key", "portal_pseudonym_key", "blind_index_key",
+                     "key_wrapping_key")
     @classmethod
     def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(_decode_key(value.get_secret_value())) != 32:
             raise ValueError("must decode to exactly 32 bytes (`bridge keys-new` makes one)")
         return value
 
-    @field_validator("link_signing_keys_previous")
+    @field_validator("link_signing_keys_previous", "data_encryption_keys_previous", "blind_index_keys_previous")
     @classmethod
     def _previous_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
         for key in value:
@@ -305,13 +332,16 @@ class Settings(BaseSettings):
             problems.append("fhir_auth=basic needs BRIDGE_FHIR_USERNAME and BRIDGE_FHIR_PASSWORD")
         if self.fhir_auth == "bearer" and not self.fhir_bearer_token:
             problems.append("fhir_auth=bearer needs BRIDGE_FHIR_BEARER_TOKEN")
+        problems.extend(self._key_problems())
         if self.mode != "demo":
             previous = self.whatsapp_app_secret_previous
             if previous is not None and _is_placeholder(previous.get_secret_value()):
                 problems.append("whatsapp_app_secret_previous has a placeholder value: set it to the old secret or "
                                 "remove it")
             for name in ("whatsapp_access_token", "whatsapp_app_secret", "whatsapp_verify_token",
-                         "ehr_hook_secret", "data_encryption_key", "link_signing_key"):
+                         "ehr_hook_secret", "data_encryption_key", "blind_index_key", "link_signing_key"):
+                if name in ("data_encryption_key", "blind_index_key") and self.keyring_file is not None:
+                    continue  # the keyring file holds the keys; these two are not used
                 if _is_placeholder(getattr(self, name).get_secret_value()):
                     problems.append(
                         f"{name} still has a placeholder value: set BRIDGE_{name.upper()} to a real secret "
@@ -319,12 +349,38 @@ class Settings(BaseSettings):
                     )
             if self.consent_source == "assume":
                 problems.append("consent_source=assume is for demos only; use `registry` in production")
+            if self.audit_signing_key_file is None:
+                problems.append("audit_signing_key_file is not set: audit checkpoints must be signed with a key kept "
+                                "outside the database (`bridge audit keygen --out /secure/path/audit-signing.pem`)")
+            elif not self.audit_signing_key_file.is_file():
+                problems.append(f"audit_signing_key_file: {self.audit_signing_key_file} is not a file "
+                                "(`bridge audit keygen --out ...` makes one)")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
-    def key_bytes(self, name: Literal["data_encryption_key", "link_signing_key", "portal_pseudonym_key"]) -> bytes:
+    def _key_problems(self) -> list[str]:
+        problems = []
+        if self.keyring_file is None and self.key_bytes("blind_index_key") == self.key_bytes("data_encryption_key"):
+            problems.append("blind_index_key must differ from data_encryption_key (`bridge keys-new` makes one)")
+        if self.keyring_file is not None:
+            if self.key_wrapping_key is None and self.key_wrapping_key_file is None:
+                problems.append("keyring_file needs BRIDGE_KEY_WRAPPING_KEY or BRIDGE_KEY_WRAPPING_KEY_FILE")
+            elif self.mode != "demo" and self.key_wrapping_key is not None and \
+                    _is_placeholder(self.key_wrapping_key.get_secret_value()):
+                problems.append("key_wrapping_key still has a placeholder value: set BRIDGE_KEY_WRAPPING_KEY to a "
+                                "real secret (placeholders are accepted only with BRIDGE_MODE=demo)")
+        return problems
+
+    def key_bytes(self, name: Literal["data_encryption_key", "blind_index_key", "link_signing_key",
+                                      "portal_pseudonym_key"]) -> bytes:
         return _decode_key(getattr(self, name).get_secret_value())
+
+    def previous_data_keys(self) -> list[bytes]:
+        return [_decode_key(key.get_secret_value()) for key in self.data_encryption_keys_previous]
+
+    def previous_index_keys(self) -> list[bytes]:
+        return [_decode_key(key.get_secret_value()) for key in self.blind_index_keys_previous]
 
     def previous_link_keys(self) -> list[bytes]:
         return [_decode_key(key.get_secret_value()) for key in self.link_signing_keys_previous]
@@ -395,3 +451,6 @@ def load_settings(**overrides: Any) -> Settings:
             text = _describe(dict(error))
             problems.extend(part.strip() for part in text.split("\n") if part.strip())
         raise SettingsError(problems) from None
+
+
+decode_key = _decode_key  # for key files read outside the settings (adapter.keys)

@@ -13,27 +13,36 @@ answer was lost. A ``failed`` status is classified like a synchronous error
 with backoff; 131056 → this recipient only, after ≥ 6 s; 131047 → re-planned as the fallback
 template; undeliverable → dead letter and fallback hook; configuration → dead letter and alert;
 account-level → sending pauses.
+
+Audit: every new status is recorded (``status``, agent ``meta``, entity ``message/<wamid>``) in the
+transaction that stores it, with one bulk write per webhook; a repeated status adds nothing. A
+status that settles a send whose answer was lost completes that send's disclosure record
+(:func:`adapter.outbox.disclosure_entry`, ``via: status``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from adapter.alerts import raise_alert
+from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.contacts import ContactBook
 from adapter.control import pause_sending
-from adapter.db import insert_ignoring_duplicates, transaction, utcnow
+from adapter.db import insert_ignoring_duplicates, table_of, transaction, utcnow
 from adapter.dispatch import RetryPolicy
 from adapter.inbound import encode_content
 from adapter.models import InboundMessage, OutboxMessage, WhatsAppContact, WhatsAppStatus
-from adapter.outbox import OutboxStore, outbox_id_from_callback
+from adapter.outbox import OutboxStore, disclosure_entry, outbox_id_from_callback
 from adapter.templates import record_states, state_after
 from whatsapp.errors import (
     AccountBlockedError,
@@ -74,8 +83,9 @@ def store_batch(engine: Engine, batch: WebhookBatch, contacts: ContactBook) -> i
         # against a row that the status step is updating would wait for that transaction to end.
         status_rows = _unseen(session, WhatsAppStatus.dedupe_key, status_rows, "dedupe_key")
         message_rows = _unseen(session, InboundMessage.wamid, message_rows, "wamid")
-        stored = (insert_ignoring_duplicates(session, WhatsAppStatus, status_rows, "dedupe_key")
-                  + insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid"))
+        new_statuses = _insert_new(session, WhatsAppStatus, status_rows, "dedupe_key")
+        stored = len(new_statuses) + insert_ignoring_duplicates(session, InboundMessage, message_rows, "wamid")
+        _audit_statuses(session, _first_of_each(status_rows, new_statuses), now)
     if batch.template_statuses:
         _record_template_events(engine, batch)
     return stored
@@ -94,6 +104,53 @@ def _record_template_events(engine: Engine, batch: WebhookBatch) -> None:
                 raise_alert(session, f"template_event:{event.name}:{event.language}:{event.event}",
                             "template_event", f"template {event.name}/{event.language}: {event.event}")
     record_states(engine, states)
+
+
+def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, Any]], key: str) -> set[Any]:
+    """Like :func:`adapter.db.insert_ignoring_duplicates`, but says WHICH rows were new, so a status
+    stored by a concurrent delivery of the same webhook is audited once, by the one that stored it."""
+    if not rows:
+        return set()
+    table = table_of(model)
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = pg_insert(table).on_conflict_do_nothing(index_elements=[key])
+    else:
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
+    return {found[0] for found in session.execute(statement.returning(table.c[key]), rows).all()}
+
+
+def _first_of_each(rows: list[dict[str, Any]], new_keys: set[Any]) -> list[dict[str, Any]]:
+    """The rows that were stored, once each (one webhook may repeat a status)."""
+    left = set(new_keys)
+    found = []
+    for row in rows:
+        if row["dedupe_key"] in left:
+            left.discard(row["dedupe_key"])
+            found.append(row)
+    return found
+
+
+def _audit_statuses(session: Session, rows: list[dict[str, Any]], at: datetime) -> None:
+    """One audit entry per new status, written in one statement. The patient comes from the outbox
+    row named by our callback data (every send carries it), with one primary-key lookup for the
+    whole batch; a status without it (not ours, or from an older send) is recorded without one."""
+    if not rows:
+        return
+    callbacks = [outbox_id_from_callback(row["callback_data"]) for row in rows]
+    ids = {found for found in callbacks if found is not None}
+    outbox = table_of(OutboxMessage)
+    patients: dict[int, str] = dict(session.execute(
+        sa_select(outbox.c.id, outbox.c.patient_ref).where(outbox.c.id.in_(ids))).all()) if ids else {}
+    entries = []
+    for row, callback_id in zip(rows, callbacks, strict=True):
+        failed = row["status"] == "failed"
+        entries.append(AuditEntry(
+            kind=Kind.STATUS, action=Action.CREATE, outcome=Outcome.MINOR_FAILURE if failed else Outcome.SUCCESS,
+            agent="meta", patient_ref=patients.get(callback_id) if callback_id is not None else None,
+            entity_ref=f"message/{row['wamid']}",
+            detail={"status": row["status"], "error_code": row["error_code"]} if failed
+            else {"status": row["status"]}))
+    record(session, *entries, at=at)
 
 
 def _unseen(session: Session, column: Any, rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -139,8 +196,10 @@ def _apply(session: Session, status: WhatsAppStatus, policy: RetryPolicy) -> Out
     callback_id = outbox_id_from_callback(status.callback_data)
     if callback_id is not None:
         row = _outbox_row(session, col(OutboxMessage.id) == callback_id)
-        if row is not None:
-            OutboxStore.settle_by_status(row, status.wamid)
+        if row is not None and OutboxStore.settle_by_status(row, status.wamid):
+            # The lost answer's send did reach Meta: record the disclosure it was.
+            record(session, disclosure_entry(row, row.id or 0, row.attempts, "sent", wamid=status.wamid,
+                                             via="status"))
     if row is None or row.wamid != status.wamid:
         row = _outbox_row(session, col(OutboxMessage.wamid) == status.wamid)
     if row is None:

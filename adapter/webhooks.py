@@ -7,6 +7,10 @@
   (message id, status) and every inbound message once per id (its content encrypted), before the
   200; the pipeline applies them afterwards (:mod:`adapter.statuses`, :mod:`adapter.inbound`).
   Template status changes update the template states at once (:mod:`adapter.templates`).
+- A POST without a signature, or with one that matches no secret, is audited as a security alert
+  (DICOM 110113 on export; outcome 8, agent ``meta`` as claimed, source = the client's address,
+  reason ``signature-missing`` / ``signature-mismatch``) in its own small transaction. Neither the
+  body nor the signature is stored: they are the attacker's input, and may carry anything.
 """
 
 from __future__ import annotations
@@ -19,12 +23,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.contacts import ContactBook
+from adapter.db import transaction
 from adapter.statuses import store_batch
 from whatsapp.signature import verify
 from whatsapp.webhook import WebhookPayloadError, parse_webhook
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+def record_forged_webhook(engine: Engine, source: str | None, reason: str) -> None:
+    """Audits a refused webhook: there is no other transaction to join, so it has its own."""
+    with transaction(engine) as session:
+        record(session, AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
+                                   agent="meta", source=source, entity_ref="endpoint/whatsapp-webhook",
+                                   detail={"reason": reason}))
 
 
 def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_token: str, contacts: ContactBook,
@@ -46,7 +60,9 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
     @router.post("/whatsapp/webhook")
     async def receive(request: Request) -> Response:
         signature = request.headers.get("x-hub-signature-256")
+        source = request.client.host if request.client else None
         if not signature:
+            await run_in_threadpool(record_forged_webhook, engine, source, "signature-missing")
             return JSONResponse({"error": "missing X-Hub-Signature-256"}, status_code=401)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
@@ -57,6 +73,7 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
             if len(body) > MAX_WEBHOOK_BYTES:
                 return JSONResponse({"error": "body too large"}, status_code=413)
         if not verify(bytes(body), signature, app_secrets):
+            await run_in_threadpool(record_forged_webhook, engine, source, "signature-mismatch")
             return JSONResponse({"error": "signature mismatch"}, status_code=403)
         try:
             batch = parse_webhook(bytes(body))

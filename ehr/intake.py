@@ -5,7 +5,8 @@ Serves the rest-hook channel of https://hl7.org/fhir/R4/subscription.html#2.46.7
 deliver the resource as an update to the endpoint used as a base URL). Request handling, in order:
 
 1. unknown key → 404; no ``Authorization`` → 401; wrong per-key secret → 403
-   (:mod:`ehr.hook_secrets`). All before a byte of the body is read.
+   (:mod:`ehr.hook_secrets`). All before a byte of the body is read. A 401 or 403 is reported to
+   ``on_refused`` (the service records a DICOM 110113 security alert; see ``InboxStore.refused``).
 2. ``Content-Length`` over the cap → 413, and the streamed body is capped as it arrives (a
    chunked request cannot get around it).
 3. :func:`ehr.intake_parsing.parse_notification` turns the body into references or rejects the
@@ -23,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -48,13 +49,25 @@ def build_intake_router(
     known_keys: Collection[str],
     max_body_bytes: int,
     supported_types: frozenset[str] = DEFAULT_SUPPORTED_TYPES,
+    on_refused: Callable[[str, str, str | None], None] | None = None,
 ) -> APIRouter:
     """A router serving ``/ehr/notify/{key}`` and ``/ehr/notify/{key}/{type}/{id}`` for the
-    subscription keys in ``known_keys`` (their secrets are derived from ``master_secret``)."""
+    subscription keys in ``known_keys`` (their secrets are derived from ``master_secret``).
+    ``on_refused(key, reason, client address)``: called (in a worker thread) for a missing or wrong
+    secret, ``reason`` being ``missing_secret`` or ``wrong_secret``; it must not raise."""
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
     expected_secrets = {key: derive_secret(master_secret, key) for key in known_keys}
     router = APIRouter(prefix=NOTIFY_PREFIX, tags=["ehr"])
+
+    async def _refused(key: str, reason: str, request: Request) -> None:
+        if on_refused is None:
+            return
+        client = request.client.host if request.client is not None else None
+        try:
+            await run_in_threadpool(on_refused, key, reason, client)
+        except Exception:  # the refusal stands whether or not it could be recorded
+            logger.exception("EHR notification on %s refused (%s); recording the alert failed", key, reason)
 
     async def handle(request: Request, key: str, url_type: str | None, url_id: str | None) -> Response:
         expected = expected_secrets.get(key)
@@ -62,9 +75,11 @@ def build_intake_router(
             return outcome(404, "not-found", "No notification endpoint with this key.")
         header = request.headers.get("authorization")
         if header is None:
+            await _refused(key, "missing_secret", request)
             return outcome(401, "login", "Authorization header missing; configure the Subscription's "
                            "channel.header.", headers={"WWW-Authenticate": 'Bearer realm="ehr-notify"'})
         if not verify_header(header, expected):
+            await _refused(key, "wrong_secret", request)
             return outcome(403, "forbidden", "The notification secret is wrong for this endpoint.")
         try:
             body = await _read_capped(request, max_body_bytes)

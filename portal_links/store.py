@@ -4,10 +4,10 @@ The token itself is returned once, to be put in the message, and never stored or
 Targets are names ("report"), mapped to portal paths by :data:`PORTAL_PATHS`; the URL a patient
 is sent to never carries a resource id.
 
-Every request is recorded in ``link_request`` (:mod:`portal_links.requests`) cheaply: a POST's
-row is inserted in the same transaction as its redeem, a GET/HEAD's is a single INSERT (the link
-id is a scalar subquery), and a token refused by its signature costs one INSERT and no lookup of
-``link_token`` at all.
+Every request is recorded in ``link_request`` (:mod:`portal_links.requests`), with its audit
+entries, cheaply: a POST's rows are inserted in the same transaction as its redeem, a GET/HEAD
+costs one indexed lookup of the link (its id and patient reference, for the audit entry) and the
+inserts, and a token refused by its signature costs the inserts and no lookup of ``link_token``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -81,7 +82,7 @@ class LinkStore:
         The request is recorded in the same transaction. A token refused by its signature is
         recorded without any lookup of ``link_token``."""
         now = now or utcnow()
-        log = {"client": client, "user_agent": user_agent, "method": method, "at": now}
+        log: dict[str, Any] = {"client": client, "user_agent": user_agent, "method": method, "at": now}
         try:
             self.signer.verify(token, now)
         except TokenRefused as refused:
@@ -104,10 +105,12 @@ class LinkStore:
                     .returning(col(LinkToken.id), col(LinkToken.target), col(LinkToken.patient_ref))
                 ).first()
                 if counted is not None:
-                    insert_request(session, link_id=counted[0], outcome=LinkOutcome.OPENED.value, **log)
+                    insert_request(session, link_id=counted[0], outcome=LinkOutcome.OPENED.value,
+                                   patient_ref=counted[2], **log)
                     return Redemption(LinkOutcome.OPENED, counted[1], counted[0], counted[2])
             row = session.exec(
-                select(col(LinkToken.id), col(LinkToken.revoked_at), col(LinkToken.expires_at))
+                select(col(LinkToken.id), col(LinkToken.revoked_at), col(LinkToken.expires_at),
+                       col(LinkToken.patient_ref))
                 .where(col(LinkToken.token_hash) == digest)
             ).first()
             if row is None:
@@ -118,7 +121,8 @@ class LinkStore:
                 result = Redemption(LinkOutcome.EXPIRED, link_id=row[0])
             else:
                 result = Redemption(LinkOutcome.EXHAUSTED, link_id=row[0])
-            insert_request(session, link_id=result.link_id, outcome=result.outcome.value, **log)
+            insert_request(session, link_id=result.link_id, outcome=result.outcome.value,
+                           patient_ref=row[3] if row is not None else None, **log)
         return result
 
     def preview(self, engine: Engine, token: str, *, client: str | None = None, user_agent: str | None = None,
@@ -129,17 +133,18 @@ class LinkStore:
         Returns ``PREVIEW`` for a well-signed live token (whatever its row says: the page is the
         same), ``MALFORMED`` or ``EXPIRED`` when its signature refuses it (no lookup then)."""
         now = now or utcnow()
-        link_id: object = None
         try:
             self.signer.verify(token, now)
             outcome = LinkOutcome.PREVIEW
-            link_id = (select(col(LinkToken.id)).where(col(LinkToken.token_hash) == token_hash(token))
-                       .scalar_subquery())
         except TokenRefused as refused:
             outcome = LinkOutcome(refused.problem.value)
         with transaction(engine) as session:
-            insert_request(session, link_id=link_id, outcome=outcome.value, client=client, user_agent=user_agent,
-                           method=method, at=now)
+            found = None
+            if outcome is LinkOutcome.PREVIEW:  # the audit entry names the link and its patient
+                found = session.exec(select(col(LinkToken.id), col(LinkToken.patient_ref))
+                                     .where(col(LinkToken.token_hash) == token_hash(token))).first()
+            insert_request(session, link_id=found[0] if found else None, outcome=outcome.value, client=client,
+                           user_agent=user_agent, method=method, at=now, patient_ref=found[1] if found else None)
         return outcome
 
     def record_rate_limited(self, engine: Engine, *, client: str | None, user_agent: str | None, method: str,

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from adapter.audit.signing import AuditSigner
 from adapter.settings import Settings, SettingsError, load_settings
 
+# Production requires the audit signing key as a file outside the database: one for this module.
+AUDIT_KEY_FILE = Path(tempfile.mkdtemp(prefix="bridge-test-audit-key-")) / "audit-signing.pem"
+AuditSigner.generate_file(AUDIT_KEY_FILE)
+
 REAL = {
+    "audit_signing_key_file": str(AUDIT_KEY_FILE),
     "whatsapp_access_token": "EAAG-synthetic-test-token-0000", "whatsapp_app_secret": "a" * 32,
     "whatsapp_verify_token": "v" * 24, "ehr_hook_secret": "h" * 32,
     "data_encryption_key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    "blind_index_key": "aW5kZXgtMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODk=",
     "link_signing_key": "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
 }
 
@@ -34,6 +42,13 @@ def test_production_refuses_every_placeholder_secret_by_name() -> None:
                  "data_encryption_key", "link_signing_key"):
         assert any(line.startswith(name) and f"BRIDGE_{name.upper()}" in line for line in found), name
     assert load_settings(**REAL).mode == "production"
+
+
+def test_production_requires_an_audit_signing_key_file(tmp_path: Path) -> None:
+    without = {name: value for name, value in REAL.items() if name != "audit_signing_key_file"}
+    assert any(line.startswith("audit_signing_key_file is not set") and "bridge audit keygen" in line
+               for line in problems(**without))
+    assert any("is not a file" in line for line in problems(**without, audit_signing_key_file=tmp_path / "none.pem"))
 
 
 def test_messages_name_the_variable_and_the_fix() -> None:
