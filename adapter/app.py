@@ -175,8 +175,9 @@ async def start(service: Service) -> None:
     service.actions = ActionRunner(service.engine, writer, service.replies, zone=settings.zone,
                                    handoff_timeout=timedelta(hours=settings.handoff_timeout_hours),
                                    staff_inbox_url=settings.staff_inbox_url)
+    # Chaining steps of 200 keep each transaction short: on SQLite it shares the one writer with the webhooks.
     keeper = AuditKeeper(service.engine, service.audit_signer, settings.audit_checkpoint_every,
-                         settings.audit_checkpoint_seconds, settings.audit_checkpoint_export_dir)
+                         settings.audit_checkpoint_seconds, settings.audit_checkpoint_export_dir, batch=200)
     housekeeping = Housekeeping(service.engine, keeper, RetentionPolicy.from_settings(settings))
     service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
                                 service.specs, tick_seconds=settings.tick_seconds, inbound=service.inbound,

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from adapter.app import create_app
+from adapter.app import Service, create_app
 from adapter.consent import OPTED_IN, set_consent
 from adapter.db import transaction, upgrade
 from adapter.sandbox_ehr import SandboxEhr, free_port
@@ -42,6 +42,7 @@ class DemoStack:
     server: uvicorn.Server
     thread: threading.Thread
     settings: Settings
+    service: Service
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -58,7 +59,8 @@ def start_stack(workdir: Path, **overrides: Any) -> DemoStack:
     settings = load_settings(**{
         "mode": "demo", "fhir_base_url": ehr.base_url, "public_base_url": public, "http_port": port,
         "database_url": f"sqlite:///{workdir / 'bridge.db'}", "portal_base_url": f"{public}/portal-demo",
-        "tick_seconds": 0.2, "site_labels": {DEMO_SITE: "North Campus"}, **overrides,
+        "tick_seconds": 0.2, "site_labels": {DEMO_SITE: "North Campus"}, "audit_checkpoint_seconds": 1.0,
+        **overrides,
     })
     emulator = EmulatorServer(EmulatorConfig(
         access_token=DEMO_SECRET, app_secret=DEMO_SECRET, public_base_url=public,
@@ -66,13 +68,14 @@ def start_stack(workdir: Path, **overrides: Any) -> DemoStack:
         webhook_url=f"{public}/whatsapp/webhook"))
     emulator.start()
     settings = settings.model_copy(update={"whatsapp_api_base_url": emulator.base_url})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="bridge-http", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    return DemoStack(ehr, emulator, server, thread, settings)
+    return DemoStack(ehr, emulator, server, thread, settings, app.state.service)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -274,6 +277,33 @@ def _stop_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]]) -> str:
             f"confirmation sent once, as free-form text inside the 24-hour window:\n  {body}")
 
 
+def _audit_walkthrough(stack: DemoStack) -> str:
+    """An auditor's view: log in, ask the API for the disclosures (BALP PrivacyDisclosure), verify the chain."""
+    from adapter.access.credentials import create_credential
+    from adapter.audit.verify import verify_trail
+
+    engine = _engine(stack)
+    base = stack.settings.public_base_url
+    key = create_credential(engine, "demo-auditor", "auditor", actor="demo")
+    login = httpx.post(f"{base}/auth/login", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()
+    auth = {"Authorization": f"Bearer {login['token']}"}
+    disclosures = httpx.get(f"{base}/audit/AuditEvent", params={"type": "disclosure", "_count": 1}, headers=auth,
+                            timeout=5).json()
+    first = disclosures["entry"][0]["resource"] if disclosures.get("entry") else {}
+    profile = ((first.get("meta") or {}).get("profile") or ["?"])[0].rsplit("/", 1)[-1]
+    forbidden = httpx.get(f"{base}/admin/status", headers=auth, timeout=5).status_code
+    public = stack.service.audit_signer.public
+
+    def verified() -> Any:
+        report = verify_trail(engine, public)
+        return report if report.ok and report.checkpoints_checked else None
+
+    report = wait_for(verified, 15, "a signed audit checkpoint")
+    return (f"Audit trail: {disclosures.get('total')} disclosures to WhatsApp as BALP {profile} AuditEvents "
+            f"(the auditor's query was itself recorded; the auditor got {forbidden} from /admin); "
+            f"`verify`: {report.checked} records chained, {report.checkpoints_checked} signed checkpoint(s), intact.")
+
+
 def _subscriptions_ready(stack: DemoStack) -> bool:
     health = httpx.get(f"{stack.settings.public_base_url}/health", timeout=5).json()
     return bool(health["subscriptions"]) and all(s["status"] in ("active", "requested")
@@ -321,6 +351,7 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
     say(_stop_walkthrough(stack, made))
     say(f"PHI check: {leaked_total} of {len(identifying)} identifying strings of the synthetic patients, "
         "appointments and reports appear in what WhatsApp received.")
+    say(_audit_walkthrough(stack))
     if keep_running:
         say("\nEverything keeps running; press Ctrl-C to stop. Try: "
             f"curl {stack.emulator.base_url}/_emulator/messages")

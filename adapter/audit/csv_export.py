@@ -51,6 +51,16 @@ class Manifest:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe (OWASP "CSV
+    injection"): agent names and credential names are typed by people. The manifest signs the
+    escaped bytes, so what the auditor opens is what was signed."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def render_csv(rows: Iterable[Sequence[Any]]) -> tuple[bytes, int, int | None, int | None]:
     """The CSV bytes, row count and seq range of ``rows`` (tuples in :data:`COLUMNS` order)."""
     buffer = io.StringIO()
@@ -61,7 +71,8 @@ def render_csv(rows: Iterable[Sequence[Any]]) -> tuple[bytes, int, int | None, i
         # Only the hash (index 1) and the time (3) need converting; the csv module writes None as "".
         seq, digest, event_id, at, *rest = row
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
-        writer.writerow((seq, digest.hex() if digest else None, event_id, at.isoformat(), *rest))
+        writer.writerow((seq, digest.hex() if digest else None, event_id, at.isoformat(),
+                         *(_inert(value) for value in rest)))
         count += 1
         if seq is not None:
             first = seq if first is None else min(first, seq)

@@ -77,3 +77,17 @@ def test_a_100k_row_export_renders_quickly() -> None:
     assert (count, first, last) == (100_000, 1, 100_000)
     assert data.count(b"\r\n") == 100_001
     assert time.perf_counter() - started < 5.0
+
+
+def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_made_inert(engine: Engine, tmp_path: Path) -> None:
+    with transaction(engine) as session:
+        record(session, AuditEntry(Kind.ADMIN, Action.EXECUTE, agent="user:=HYPERLINK(\"http://example.test\")"))
+    signer = AuditSigner.throwaway()
+    with transaction(engine) as session:
+        manifest = export_csv(session, [], tmp_path, signer)
+    path = tmp_path / manifest.file
+    [row] = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert row["agent"].startswith("user:")  # only cells that start with a formula character change
+    assert verify_export(path, manifest_path(path), signer.public) == (True, None)
+    escaped = render_csv([(1, None, 1, utcnow(), "=1+1", "-x", "ok")])[0].decode()
+    assert "'=1+1" in escaped and "'-x" in escaped and ",ok" in escaped

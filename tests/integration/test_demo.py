@@ -18,4 +18,6 @@ def test_demo_shows_three_messages_and_no_phi(tmp_path: Path) -> None:
     assert text.count("template appointment_confirmation") == 2 and "template results_ready" in text
     assert "PHI check: 0 of" in text and ": no_opt_in" in text
     assert "POST (the patient's tap) → 303" in text
+    assert "as BALP IHE.BasicAudit.PrivacyDisclosure.Source AuditEvents" in text
+    assert "the auditor got 403 from /admin" in text and "intact." in text
     assert "+1 201-555" not in text and "2015550123" not in text  # numbers are masked on screen
