@@ -28,7 +28,7 @@ from adapter.access.roles import AccessControl
 from adapter.actions import ActionRunner
 from adapter.admin_api import build_admin_router
 from adapter.alerts import count_open
-from adapter.audit.checkpoints import AuditKeeper, signer_from_settings
+from adapter.audit.checkpoints import AuditKeeper, audit_status, signer_from_settings
 from adapter.audit.push import keep_pushing
 from adapter.audit.signing import AuditKeyError, AuditSigner
 from adapter.audit_api import FhirPatientDirectory, build_audit_router
@@ -242,6 +242,7 @@ def health(service: Service) -> dict[str, Any]:
         alerts = count_open(session)
         templates = dict(session.exec(select(TemplateState.status, func.count())
                                       .group_by(col(TemplateState.status))).all())
+        audit = audit_status(session)
     paused = sending_paused(service.engine)
     return {
         "status": "degraded" if paused or alerts else "ok",
@@ -257,6 +258,7 @@ def health(service: Service) -> dict[str, Any]:
         "template_sync_error": service.template_sync_error,
         "subscriptions": [{"key": s.key, "status": s.status, "action": s.action} for s in service.subscriptions],
         "subscription_error": service.subscription_error,
+        "audit": audit,
     }
 
 

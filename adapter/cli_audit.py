@@ -99,8 +99,9 @@ def verify(
     from_seq: Annotated[int | None, typer.Option("--from-seq", help="Start at this checkpoint's seq.")] = None,
     checkpoints: Annotated[Path | None, typer.Option(
         "--checkpoints", help="Exported audit-checkpoints.jsonl to compare the database against.")] = None,
-    public_key_file: Annotated[Path | None, typer.Option(
-        "--public-key", help="The auditor's copy of the public key (PEM); default: the configured key's.")] = None,
+    public_key_files: Annotated[list[Path] | None, typer.Option(
+        "--public-key", help="The auditor's copy of a public key (PEM); repeat it for every key used since the "
+        "trail began (after a rotation); default: the configured key's.")] = None,
 ) -> None:
     """Recomputes the chain and checks every checkpoint; exit 1 names the first bad record."""
     from adapter.audit.checkpoints import CheckpointExportError, load_exported
@@ -109,20 +110,21 @@ def verify(
 
     settings = settings_or_exit()
     try:
-        key = AuditPublicKey.load(public_key_file) if public_key_file else _signer(settings).public
+        keys = [AuditPublicKey.load(path) for path in public_key_files] if public_key_files else [
+            _signer(settings).public]
         exported = load_exported(checkpoints) if checkpoints else None
     except (AuditKeyError, CheckpointExportError, OSError) as error:
         raise fail(str(error), 2) from None
     engine = migrated_engine(settings)
     try:
-        report = verify_trail(engine, key, from_seq=from_seq, exported=exported)
+        report = verify_trail(engine, keys, from_seq=from_seq, exported=exported)
     finally:
         engine.dispose()
     start = f"checkpoint {report.start_seq}" if report.start_seq else "the first record"
     if not report.ok:
         raise fail(f"audit trail NOT intact (checked {report.checked} record(s) from {start}): {report.problem}")
     say(f"audit trail intact: {report.checked} record(s) from {start}, "
-        f"{report.checkpoints_checked} signed checkpoint(s), key {key.key_id}")
+        f"{report.checkpoints_checked} signed checkpoint(s), key(s) {', '.join(key.key_id for key in keys)}")
 
 
 @audit_app.command("purge")

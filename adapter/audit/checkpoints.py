@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from sqlmodel import Session
 
 from adapter.audit.chain import canonical_time, chain_head, chain_pending, has_pending, lock_chain
 from adapter.audit.merkle import MerkleBuilder
-from adapter.audit.models import AuditChain, AuditCheckpoint
+from adapter.audit.models import AuditChain, AuditCheckpoint, AuditPending
 from adapter.audit.signing import AuditKeyError, AuditPublicKey, AuditSigner
 from adapter.db import table_of, transaction, utcnow
 from adapter.settings import Settings
@@ -73,14 +74,16 @@ def signed_bytes(statement: dict[str, Any]) -> bytes:
     return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def statement_signature_ok(statement: dict[str, Any], public_key: AuditPublicKey) -> bool:
+def statement_signature_ok(statement: dict[str, Any], trusted: AuditPublicKey | Sequence[AuditPublicKey]) -> bool:
+    """Whether ``statement`` is signed by the trusted key it names (several are trusted after the
+    signing key was rotated: each checkpoint names the key that signed it)."""
     try:
         signature = bytes.fromhex(str(statement["signature"]))
     except (KeyError, ValueError):
         return False
-    if statement.get("key_id") != checkpoint_key_id(public_key):
-        return False
-    return public_key.verify(signature, signed_bytes(statement))
+    keys = [trusted] if isinstance(trusted, AuditPublicKey) else list(trusted)
+    named = [key for key in keys if checkpoint_key_id(key) == statement.get("key_id")]
+    return bool(named) and named[0].verify(signature, signed_bytes(statement))
 
 
 def load_exported(path: Path) -> list[dict[str, Any]]:
@@ -223,3 +226,16 @@ def _unsigned(seq: int, first_seq: int, head: bytes, root: bytes, created_at: da
     return {"format": STATEMENT_FORMAT, "version": STATEMENT_VERSION, "first_seq": int(first_seq), "seq": int(seq),
             "head": bytes(head).hex(), "merkle_root": bytes(root).hex(), "created_at": canonical_time(created_at),
             "key_id": key_id}
+
+
+def audit_status(session: Session) -> dict[str, Any]:
+    """For ``/health``: how far the chain is, how many records wait for it, and the last signed
+    checkpoint — numbers only. A growing ``pending`` or an old checkpoint means the chaining step is
+    not running."""
+    head_seq, _ = chain_head(session)
+    pending = session.execute(select(func.count()).select_from(table_of(AuditPending))).scalar() or 0
+    checkpoints = table_of(AuditCheckpoint)
+    last = session.execute(select(checkpoints.c.seq, checkpoints.c.created_at)
+                           .order_by(checkpoints.c.seq.desc()).limit(1)).first()
+    return {"chained": head_seq, "pending": int(pending), "checkpoint_seq": int(last[0]) if last else None,
+            "checkpoint_at": canonical_time(last[1]) if last else None}

@@ -18,7 +18,7 @@ Rows are streamed in batches of :data:`BATCH`, so memory stays bounded on millio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -54,7 +54,8 @@ class _Bad(Exception):
         self.problem, self.seq = problem, seq
 
 
-def verify_trail(engine: Engine, public_key: AuditPublicKey, *, from_seq: int | None = None,
+def verify_trail(engine: Engine, public_key: AuditPublicKey | Sequence[AuditPublicKey], *,
+                 from_seq: int | None = None,
                  exported: list[dict[str, Any]] | None = None,
                  pending_grace: timedelta = timedelta(minutes=10)) -> VerifyReport:
     """Verifies the trail (see the module docstring); read-only, safe against a live database."""
@@ -81,14 +82,15 @@ def _checkpoints(connection: Connection) -> dict[int, AuditCheckpoint]:
     return {int(row["seq"]): AuditCheckpoint(**row) for row in rows}
 
 
-def _check_signatures(checkpoints: dict[int, AuditCheckpoint], public_key: AuditPublicKey,
+def _check_signatures(checkpoints: dict[int, AuditCheckpoint],
+                      public_key: AuditPublicKey | Sequence[AuditPublicKey],
                       exported: list[dict[str, Any]] | None, connection: Connection,
                       progress: dict[str, int]) -> None:
     statements = {seq: checkpoint_statement(cp) for seq, cp in checkpoints.items()}
     for seq, statement in statements.items():
         if not statement_signature_ok(statement, public_key):
-            raise _Bad(f"checkpoint {seq} is not signed by audit key {public_key.key_id}: it was forged or altered",
-                       seq)
+            raise _Bad(f"checkpoint {seq} is not signed by a trusted audit key (it names {statement.get('key_id')}): "
+                       "it was forged or altered", seq)
         progress["checkpoints"] += 1
     if exported is None:
         return
@@ -98,7 +100,7 @@ def _check_signatures(checkpoints: dict[int, AuditCheckpoint], public_key: Audit
         seq = int(statement.get("seq", 0))
         exported_seqs.add(seq)
         if not statement_signature_ok(statement, public_key):
-            raise _Bad(f"exported checkpoint {seq} is not signed by audit key {public_key.key_id}", seq)
+            raise _Bad(f"exported checkpoint {seq} is not signed by a trusted audit key", seq)
         if seq in statements:
             if statements[seq] != statement:
                 raise _Bad(f"checkpoint {seq} in the database differs from the exported one", seq)

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from adapter.audit.chain import chain_pending
 from adapter.audit.checkpoints import (
     AuditKeeper,
+    audit_status,
     checkpoint_statement,
     load_exported,
     make_checkpoint,
@@ -129,3 +131,16 @@ def test_checkpoint_created_at_is_recent(engine: Engine) -> None:
     with engine.connect() as connection:
         stored = connection.execute(select(table_of(AuditCheckpoint).c.created_at)).scalar_one()
     assert abs(stored - made.created_at) < timedelta(microseconds=1)
+
+
+def test_the_health_summary_shows_chain_progress_and_the_last_checkpoint(engine: Engine) -> None:
+    with Session(engine) as session:
+        assert audit_status(session) == {"chained": 0, "pending": 0, "checkpoint_seq": None, "checkpoint_at": None}
+    record_events(engine, 3)
+    chain_pending(engine)
+    make_checkpoint(engine, AuditSigner.throwaway(), force=True)
+    record_events(engine, 2)
+    with Session(engine) as session:
+        status = audit_status(session)
+    assert (status["chained"], status["pending"], status["checkpoint_seq"]) == (3, 2, 3)
+    assert str(status["checkpoint_at"]).endswith("+00:00")

@@ -149,6 +149,20 @@ def test_checkpoints_signed_by_another_key_or_altered_fail(engine: Engine, trail
     assert "not signed" in (report.problem or "")
 
 
+def test_after_the_signing_key_is_rotated_the_trail_verifies_with_every_key_it_used(
+        engine: Engine, trail: list[int], tmp_path: Path) -> None:
+    rotated = AuditSigner.throwaway()
+    record_events(engine, 3)
+    chain_pending(engine)
+    make_checkpoint(engine, rotated, force=True, export_dir=tmp_path)  # records 9..13 under the new key
+    both = verify_trail(engine, [SIGNER.public, rotated.public], exported=_exported(tmp_path))
+    assert both.ok, both.problem
+    assert (both.checked, both.checkpoints_checked) == (13, 3)
+    old_only = verify_trail(engine, SIGNER.public)
+    assert (old_only.ok, old_only.first_bad_seq) == (False, 13)
+    assert "not signed by a trusted audit key" in (old_only.problem or "")
+
+
 def test_a_start_that_is_not_a_checkpoint_is_refused(engine: Engine, trail: list[int]) -> None:
     report = verify_trail(engine, SIGNER.public, from_seq=5)
     assert not report.ok
