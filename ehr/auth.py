@@ -2,8 +2,7 @@
 
 R4 leaves authentication to the server (https://hl7.org/fhir/R4/security.html#http); these are
 the schemes hospital integration engines offer for system-to-system access. SMART Backend
-Services (client-credentials JWT) can be added as another :class:`FhirAuth` subclass without
-touching the client.
+Services (client-credentials JWT) is the :class:`FhirAuth` subclass in :mod:`ehr.smart`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Literal, Protocol
 import httpx
 from pydantic import SecretStr
 
-AuthScheme = Literal["none", "basic", "bearer"]
+AuthScheme = Literal["none", "basic", "bearer", "smart"]
 
 
 class FhirAuth(httpx.Auth):
@@ -85,4 +84,8 @@ def auth_from_settings(settings: FhirAuthSettings) -> FhirAuth:
         if settings.fhir_bearer_token is None:
             raise ValueError("fhir_auth=bearer needs fhir_bearer_token")
         return FhirAuth.bearer(settings.fhir_bearer_token.get_secret_value())
-    raise ValueError(f"unknown fhir_auth scheme {settings.fhir_auth!r} (use none, basic or bearer)")
+    if settings.fhir_auth == "smart":
+        from ehr.smart_settings import smart_auth_from_settings  # imports this module: import late
+
+        return smart_auth_from_settings(settings)
+    raise ValueError(f"unknown fhir_auth scheme {settings.fhir_auth!r} (use none, basic, bearer or smart)")
