@@ -30,8 +30,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from ehr.backport_events import BackportStatus
 from ehr.hook_secrets import derive_secret, verify_header
-from ehr.intake_parsing import DEFAULT_SUPPORTED_TYPES, NotificationRejected, parse_notification
+from ehr.intake_parsing import DEFAULT_SUPPORTED_TYPES, NotificationRejected, parse_with_status
 from ehr.notifications import IncomingNotification, NotificationSink
 
 NOTIFY_PREFIX = "/ehr/notify"
@@ -50,11 +51,15 @@ def build_intake_router(
     max_body_bytes: int,
     supported_types: frozenset[str] = DEFAULT_SUPPORTED_TYPES,
     on_refused: Callable[[str, str, str | None], None] | None = None,
+    on_backport: Callable[[str, BackportStatus], None] | None = None,
 ) -> APIRouter:
     """A router serving ``/ehr/notify/{key}`` and ``/ehr/notify/{key}/{type}/{id}`` for the
     subscription keys in ``known_keys`` (their secrets are derived from ``master_secret``).
     ``on_refused(key, reason, client address)``: called (in a worker thread) for a missing or wrong
-    secret, ``reason`` being ``missing_secret`` or ``wrong_secret``; it must not raise."""
+    secret, ``reason`` being ``missing_secret`` or ``wrong_secret``; it must not raise.
+    ``on_backport(key, status)``: called (in a worker thread) for every accepted topic-based
+    notification (handshake, heartbeat, event notification; Subscriptions Backport IG) once its
+    items are stored, so the feed monitor can follow event numbers and heartbeats."""
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
     expected_secrets = {key: derive_secret(master_secret, key) for key in known_keys}
@@ -84,13 +89,19 @@ def build_intake_router(
         try:
             body = await _read_capped(request, max_body_bytes)
             _check_content_type(request, body)
-            parse = functools.partial(parse_notification, body, key=key, url_type=url_type, url_id=url_id,
+            parse = functools.partial(parse_with_status, body, key=key, url_type=url_type, url_id=url_id,
                                       supported_types=supported_types)
-            items = await run_in_threadpool(parse) if len(body) > _PARSE_IN_THREAD_BYTES else parse()
+            items, status = await run_in_threadpool(parse) if len(body) > _PARSE_IN_THREAD_BYTES else parse()
         except NotificationRejected as rejected:
             logger.info("EHR notification on %s rejected: HTTP %d %s", key, rejected.status, rejected.code)
             return outcome(rejected.status, rejected.code, rejected.text)
-        return await _store(sink, key, items)
+        response = await _store(sink, key, items)
+        if status is not None and on_backport is not None and response.status_code == 200:
+            try:
+                await run_in_threadpool(on_backport, key, status)
+            except Exception:  # the items are stored; the feed monitor's $status check covers a lost update
+                logger.exception("EHR notification on %s: recording the Backport feed state failed", key)
+        return response
 
     @router.post("/{key}")
     async def notify(key: str, request: Request) -> Response:

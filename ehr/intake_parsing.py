@@ -12,7 +12,9 @@ Understands every shape a FHIR R4 server uses to notify a rest-hook endpoint:
   (``Parameters`` or R4B ``SubscriptionStatus``,
   https://hl7.org/fhir/uv/subscriptions-backport/STU1.1/notifications.html): handshakes and
   heartbeats carry nothing to store, event notifications yield their entries and focus
-  references (full-resource and id-only) or a ping (empty payload).
+  references (full-resource and id-only) or a ping (empty payload). The status resource of every
+  version (R4 ``Parameters``, R4B/R5 ``SubscriptionStatus``) is read by one function,
+  :func:`ehr.backport_events.parse_status`; :func:`parse_with_status` also returns it.
 
 Only references leave this module (the payload is never kept, see :mod:`ehr.notifications`), and
 the rejection texts never quote the body.
@@ -26,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ehr.backport_events import BackportNotification, BackportStatus, StatusRejected, parse_status
 from ehr.notifications import IncomingNotification
 
 DEFAULT_SUPPORTED_TYPES = frozenset({"Appointment", "DiagnosticReport"})
@@ -57,21 +60,34 @@ def parse_notification(
     supported_types: frozenset[str] = DEFAULT_SUPPORTED_TYPES,
 ) -> list[IncomingNotification]:
     """References in one request; raises :class:`NotificationRejected` if any part is invalid."""
+    return parse_with_status(body, key=key, url_type=url_type, url_id=url_id, supported_types=supported_types)[0]
+
+
+def parse_with_status(
+    body: bytes, *, key: str, url_type: str | None = None, url_id: str | None = None,
+    supported_types: frozenset[str] = DEFAULT_SUPPORTED_TYPES,
+) -> tuple[list[IncomingNotification], BackportStatus | None]:
+    """Like :func:`parse_notification`, and the Backport status (R4 ``Parameters`` or R4B/R5
+    ``SubscriptionStatus``, read by :func:`ehr.backport_events.parse_status`) when the body is a
+    topic-based notification, else ``None``. Items of an event notification are
+    :class:`~ehr.backport_events.BackportNotification` carrying their event number."""
     url_ref = _url_reference(url_type, url_id)
     if not body.strip():
         refs: list[Ref] = [url_ref] if url_ref else []
-        return _items(key, _supported(refs, supported_types)) if refs else [_ping(key)]
+        return (_items(key, _supported(refs, supported_types)) if refs else [_ping(key)]), None
     resource = _load(body)
     if url_ref is not None:
         if resource["resourceType"] != url_ref[0] or resource.get("id", url_ref[1]) != url_ref[1]:
             raise NotificationRejected(400, "invalid", "The resource in the body does not match the URL.")
-        return _items(key, _supported([(url_ref[0], url_ref[1], _version(resource))], supported_types))
+        return _items(key, _supported([(url_ref[0], url_ref[1], _version(resource))], supported_types)), None
     if resource["resourceType"] == "Bundle":
         return _from_bundle(key, resource, supported_types)
-    return _items(key, _supported([_resource_ref(resource, "The resource")], supported_types))
+    return _items(key, _supported([_resource_ref(resource, "The resource")], supported_types)), None
 
 
-def _from_bundle(key: str, bundle: dict[str, Any], supported: frozenset[str]) -> list[IncomingNotification]:
+def _from_bundle(
+    key: str, bundle: dict[str, Any], supported: frozenset[str]
+) -> tuple[list[IncomingNotification], BackportStatus | None]:
     entries = bundle.get("entry", [])
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
         raise NotificationRejected(400, "structure", "Bundle.entry must be a list of entries.")
@@ -88,18 +104,28 @@ def _from_bundle(key: str, bundle: dict[str, Any], supported: frozenset[str]) ->
                 400, "invalid", f"Bundle entry {number} names no resource (no id, fullUrl or request.url)."
             )
         refs.append(ref)
-    return _items(key, _supported(refs, supported))
+    return _items(key, _supported(refs, supported)), None
 
 
 def _from_backport(
-    key: str, status: dict[str, Any], entries: list[dict[str, Any]], supported: frozenset[str]
-) -> list[IncomingNotification]:
-    kind = _status_type(status)
-    if kind in _NOTHING_TO_STORE:
-        return []
-    if kind != "event-notification":
+    key: str, resource: dict[str, Any], entries: list[dict[str, Any]], supported: frozenset[str]
+) -> tuple[list[IncomingNotification], BackportStatus]:
+    try:
+        status = parse_status(resource)
+    except StatusRejected as exc:
+        raise NotificationRejected(400, "invalid", "Unknown subscription status resource.") from exc
+    if status.type in _NOTHING_TO_STORE:
+        return [], status
+    if status.type != "event-notification":
         raise NotificationRejected(400, "invalid", "Unknown subscription notification type.")
-    focus = dict.fromkeys((ref[0], ref[1]) for ref in _focus_refs(status))  # ordered set
+    numbers: dict[tuple[str, str], int | None] = {}  # ordered: the focus references and their event numbers
+    for event in status.events:
+        focus_ref = _parse_reference(event.focus)
+        if event.focus is not None and focus_ref is None:
+            raise NotificationRejected(400, "invalid", "A notification event's focus is not a reference.")
+        if focus_ref is not None:
+            numbers.setdefault((focus_ref[0], focus_ref[1]), event.number)
+    focus = dict.fromkeys(numbers)
     refs: list[Ref] = []
     for number, entry in enumerate(entries, start=2):
         ref = _entry_ref(entry)
@@ -110,37 +136,15 @@ def _from_backport(
         if (ref[0], ref[1]) in focus or (not focus and ref[0] in supported):
             refs.append(ref)
     refs.extend((type_, id_, None) for type_, id_ in focus)
-    return _items(key, _supported(refs, supported)) if refs else [_ping(key)]
+    items = _items(key, _supported(refs, supported)) if refs else [_ping(key)]
+    first = next((event.number for event in status.events), None)
+    return [_numbered(item, status, numbers.get((str(item.resource_type), str(item.resource_id)), first))
+            for item in items], status
 
 
-def _status_type(status: dict[str, Any]) -> str | None:
-    if status.get("resourceType") == "SubscriptionStatus":
-        value = status.get("type")
-        return value if isinstance(value, str) else None
-    for parameter in _dicts(status.get("parameter")):
-        if parameter.get("name") == "type" and isinstance(parameter.get("valueCode"), str):
-            return str(parameter["valueCode"])
-    return None
-
-
-def _focus_refs(status: dict[str, Any]) -> list[Ref]:
-    references: list[Any] = []
-    if status.get("resourceType") == "SubscriptionStatus":
-        events = _dicts(status.get("notificationEvent"))
-        references = [_dict(event.get("focus")).get("reference") for event in events]
-    else:
-        for parameter in _dicts(status.get("parameter")):
-            if parameter.get("name") == "notification-event":
-                references += [_dict(part.get("valueReference")).get("reference")
-                               for part in _dicts(parameter.get("part")) if part.get("name") == "focus"]
-    refs = []
-    for reference in references:
-        ref = _parse_reference(reference)
-        if reference is not None and ref is None:
-            raise NotificationRejected(400, "invalid", "A notification event's focus is not a reference.")
-        if ref is not None:
-            refs.append(ref)
-    return refs
+def _numbered(item: IncomingNotification, status: BackportStatus, number: int | None) -> IncomingNotification:
+    return BackportNotification(item.subscription_key, item.kind, item.resource_type, item.resource_id,
+                                item.version_id, status.subscription_id, status.events_since_start, number)
 
 
 def _entry_ref(entry: dict[str, Any]) -> Ref | None:
@@ -225,7 +229,3 @@ def _version(resource: dict[str, Any]) -> str | None:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
