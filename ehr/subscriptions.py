@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ from ehr.client import FHIR_JSON, FhirClient
 from ehr.hook_secrets import channel_header, derive_secret
 
 PayloadKind = Literal["full-resource", "empty"]
-SubscriptionAction = Literal["created", "kept", "reactivated", "updated", "deleted-duplicate"]
+SubscriptionAction = Literal["created", "kept", "reactivated", "updated", "deleted-duplicate", "deleted-stale"]
 NOTIFY_PATH = "/ehr/notify"
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _STOPPED = ("error", "off")
@@ -127,6 +127,28 @@ async def subscription_status(
         if not found:
             states.append(SubscriptionState(spec.key, None, None))
     return states
+
+
+async def delete_stale_subscriptions(
+    client: FhirClient, keep_keys: Collection[str], public_base_url: str,
+) -> list[SubscriptionState]:
+    """Deletes the Subscriptions that notify OUR endpoint (``{public_base_url}/ehr/notify/<key>``)
+    for a key no longer configured (``keep_keys`` must name every configured feed, classic and
+    Backport), so a removed feed, or one switched to polling, stops costing the EHR deliveries.
+    Subscriptions of other systems are never touched. One ``deleted-stale`` state per deletion."""
+    prefix = notify_endpoint(public_base_url, "")
+    deleted: list[SubscriptionState] = []
+    for sub in await client.search("Subscription", [("_count", "200")]):
+        endpoint = str(_channel(sub).get("endpoint", "")).rstrip("/")
+        if sub.get("resourceType") != "Subscription" or not isinstance(sub.get("id"), str):
+            continue
+        if not endpoint.startswith(prefix) or endpoint[len(prefix):] in keep_keys:
+            continue
+        await client.delete("Subscription", sub["id"])
+        state = SubscriptionState(endpoint[len(prefix):][:64], sub["id"], None, action="deleted-stale")
+        logger.info("EHR subscription %s: deleted-stale (no such feed configured)", state.key)
+        deleted.append(state)
+    return deleted
 
 
 async def _find(client: FhirClient, endpoint: str) -> list[dict[str, Any]]:
