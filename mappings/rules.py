@@ -12,8 +12,10 @@ https://hl7.org/fhir/R4/valueset-diagnostic-report-status.html.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -50,6 +52,9 @@ class Rule:
     buttons: tuple[ButtonParam, ...]
     languages: Mapping[PhiProfile, tuple[str, ...]]
     source_file: str
+    # Reminders before the appointment's start (adapter.reminders); ``reminder`` renders them.
+    reminder_offsets: tuple[timedelta, ...] = ()
+    reminder: Rule | None = None
 
     def template_for(self, profile: PhiProfile) -> str:
         """The template sent under ``profile``: its own alternative if the rule has one, else the default."""
@@ -128,6 +133,7 @@ def load_rules(directory: Path, catalogue: TemplateCatalogue, profile: PhiProfil
             problems.append(Problem(file, f"the id is already used by a rule in {first_file[spec.id]}", spec.id, "id"))
         first_file.setdefault(spec.id, file)
         problems.extend(_check_rule(file, spec, catalogue, profile))
+        problems.extend(_check_reminders(file, spec, catalogue, profile))
     if problems:
         raise MappingError(problems)
     return RuleSet((_build(file, spec, catalogue) for file, spec in loaded), profile)
@@ -247,8 +253,49 @@ def _build(file: str, spec: RuleSpec, catalogue: TemplateCatalogue) -> Rule:
         profile: tuple(catalogue.languages(templates.get(profile, templates["default"])))
         for profile in policy.PROFILES
     }
-    return Rule(
+    rule = Rule(
         id=spec.id, resource_type=spec.resource, statuses=frozenset(spec.when.status_enters),
         repeat=spec.repeat, templates=templates, body=tuple(spec.body), buttons=tuple(spec.buttons),
         languages=languages, source_file=file,
     )
+    if not spec.reminders or spec.reminder_template is None:
+        return rule
+    reminder = _build(file, _reminder_spec(spec), catalogue)
+    return replace(rule, reminder_offsets=tuple(parse_offset(text) for text in spec.reminders), reminder=reminder)
+
+
+_OFFSET = re.compile(r"^([1-9][0-9]{0,3})([dhm])$")
+
+
+def parse_offset(text: str) -> timedelta:
+    """``2d``, ``2h``, ``30m`` as a :class:`timedelta`; raises ValueError for anything else."""
+    match = _OFFSET.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a reminder offset; write a number and d, h or m, e.g. 2d, 2h or 30m")
+    amount, unit = int(match.group(1)), match.group(2)
+    return timedelta(days=amount) if unit == "d" else timedelta(hours=amount) if unit == "h" else timedelta(
+        minutes=amount)
+
+
+def _reminder_spec(spec: RuleSpec) -> RuleSpec:
+    """The reminder as a rule of its own (not validated again): same body, its template, no buttons."""
+    return spec.model_copy(update={"id": f"{spec.id}-reminder", "template": spec.reminder_template, "buttons": [],
+                                   "reminders": [], "reminder_template": None})
+
+
+def _check_reminders(file: str, spec: RuleSpec, catalogue: TemplateCatalogue, profile: PhiProfile) -> list[Problem]:
+    if not spec.reminders and spec.reminder_template is None:
+        return []
+    problems: list[Problem] = []
+    if spec.resource != "Appointment":
+        problems.append(Problem(file, "reminders are only for Appointment rules", spec.id, "reminders"))
+    if not spec.reminders or spec.reminder_template is None:
+        problems.append(Problem(file, "reminders need both `reminders:` (offsets) and `reminder_template:`",
+                                spec.id, "reminders"))
+        return problems
+    for index, text in enumerate(spec.reminders):
+        try:
+            parse_offset(text)
+        except ValueError as error:
+            problems.append(Problem(file, str(error), spec.id, f"reminders[{index}]"))
+    return problems + _check_rule(file, _reminder_spec(spec), catalogue, profile)
