@@ -25,9 +25,11 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter import survey
 from adapter.action_tokens import mint_action_token
 from adapter.alerts import raise_alert
 from adapter.audit.fhir_access import failed_request_entry, writeback_entries
+from adapter.audit.trail import AuditEntry
 from adapter.audit.trail import record as audit
 from adapter.chat import ChatReplies, conversation_of, end_handoff, start_handoff
 from adapter.db import transaction, utcnow
@@ -58,6 +60,8 @@ class Result:
     end_handoff: bool = False
     menu: bool = False  # the hand-off is over: the bot answers again, with its menu
     write: WriteOutcome | None = None  # what the writer did (read, wrote, refused): for the audit trail
+    audit: list[AuditEntry] = field(default_factory=list)  # entries beyond the writer's (a survey answer)
+    reply: dict[str, Any] | None = None  # a ready message body to answer with (a survey's thanks)
 
 
 class ActionRunner:
@@ -125,6 +129,9 @@ class ActionRunner:
                                              request_key=request.dedupe_key)
             await self._tell_staff_inbox(request, task)
             return Result("handoff", task_ref=task)
+        if request.kind == "survey_answer":  # the score travels in slot_ref (adapter.survey)
+            answer = await survey.write_answer(self.writer._fhir, patient, appointment, request.slot_ref or "")
+            return Result("survey_answered", audit=[answer.audit], reply=survey.thanks_message(request.language))
         if request.kind == "handoff_check":
             open_task: str | None = await asyncio.to_thread(self._handoff_task, request)
             if open_task is None or not await self.writer.task_open(open_task):
@@ -214,10 +221,13 @@ class ActionRunner:
             if result.menu and (found := self.replies.recipient_of(session, row.phone_index)):
                 self.replies.menu(session, natural_key=f"action:{row.id}:menu", patient_ref=row.patient_ref,
                                   recipient=found[1], language=row.language)
+            if result.reply is not None and (found := self.replies.recipient_of(session, row.phone_index)):
+                self.replies.send(session, natural_key=f"action:{row.id}:reply", patient_ref=row.patient_ref,
+                                  recipient=found[1], message=result.reply, language=row.language)
             row.state, row.outcome = "done", (result.outcome + (f" {result.task_ref}" if result.task_ref else ""))[:64]
             session.add(row)
             audit(session, *writeback_entries(row.kind, appointment_ref=row.resource_ref, patient_ref=row.patient_ref,
-                                              write=result.write, task_ref=result.task_ref))
+                                              write=result.write, task_ref=result.task_ref), *result.audit)
 
     def _say(self, session: Session, row: ActionRequest, key: str, values: dict[str, str]) -> None:
         found = self.replies.recipient_of(session, row.phone_index)

@@ -41,14 +41,18 @@ from adapter.db import make_engine, upgrade
 from adapter.decide import DecideConfig, Decider
 from adapter.dispatch import Dispatcher, RetryPolicy
 from adapter.fallback_hook import FallbackHook
+from adapter.feed_tasks import backport_monitor, feeds_health, keep_backport, keep_feeds, ping_specs
+from adapter.feeds_backport import BackportFeedMonitor
 from adapter.housekeeping import Housekeeping
 from adapter.inbound import ChatPolicy, InboundProcessor
 from adapter.inbox import InboxStore
+from adapter.instances import Leadership, hold_instance
 from adapter.keys import service_keys
 from adapter.models import InboundMessage, InboxEvent, OutboxMessage, TemplateState
 from adapter.outbox import ClaimRules, OutboxStore
 from adapter.pipeline import Pipeline
 from adapter.ratelimit import TokenBucket
+from adapter.reminders import attach as attach_reminders
 from adapter.retention import RetentionPolicy
 from adapter.settings import Settings, SettingsError
 from adapter.templates import TemplateGate
@@ -98,6 +102,8 @@ class Service:
     dispatcher: Dispatcher | None = None
     hook: FallbackHook | None = None
     actions: ActionRunner | None = None
+    leadership: Leadership | None = None  # who runs the periodic jobs when several instances share PostgreSQL
+    backport: BackportFeedMonitor | None = None
     template_sync_error: str | None = None
     subscriptions: list[SubscriptionState] = field(default_factory=list)
     subscription_error: str | None = None
@@ -113,7 +119,8 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     contacts = ContactBook(BlindIndex(keys), cipher)
     outbox = OutboxStore(engine, contacts, ClaimRules(
         pair_interval=timedelta(seconds=settings.whatsapp_pair_interval_seconds),
-        templates=TemplateGate(settings.whatsapp_fallback_template)))
+        templates=TemplateGate(settings.whatsapp_fallback_template),
+        send_lease=timedelta(seconds=settings.send_lease_seconds)))
     links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key"), previous=settings.previous_link_keys()),
                       timedelta(hours=settings.link_ttl_hours))
     decider = Decider(
@@ -122,6 +129,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
                      default_site_label=settings.site_label_default, default_language=settings.default_language,
                      default_phone_region=settings.default_phone_region, report_policy=settings.report_policy),
     )
+    attach_reminders(decider, settings)  # reminder rows and the satisfaction survey, planned in the decide step
     specs = {spec.key: spec for spec in DEFAULT_SUBSCRIPTION_SPECS}
     if settings.whatsapp_fallback_template and not catalogue.languages(settings.whatsapp_fallback_template):
         raise SettingsError([f"whatsapp_fallback_template: no template named {settings.whatsapp_fallback_template!r} "
@@ -132,12 +140,13 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     opens, closes = settings.staff_times()
     inbound = InboundProcessor(engine, replies, ChatPolicy(
         handoff_timeout=timedelta(hours=settings.handoff_timeout_hours), zone=settings.zone, opens=opens,
-        closes=closes, workdays=frozenset(settings.staff_workdays)))
+        closes=closes, workdays=frozenset(settings.staff_workdays), remind_after_confirm=settings.remind_after_confirm))
     try:
         audit_signer = signer_from_settings(settings)
     except AuditKeyError as error:
         raise SettingsError([f"audit_signing_key_file: {error}"]) from error
-    return Service(settings, engine, catalogue, rules, cipher, InboxStore(engine), outbox, links, decider, specs,
+    inbox = InboxStore(engine, timedelta(seconds=settings.inbox_lease_seconds))
+    return Service(settings, engine, catalogue, rules, cipher, inbox, outbox, links, decider, specs,
                    inbound, replies, audit_signer)
 
 
@@ -157,6 +166,7 @@ def make_sender(settings: Settings) -> CloudApiSender:
 async def start(service: Service) -> None:
     """Opens the network clients and composes the pipeline (needs a running event loop)."""
     settings = service.settings
+    service.leadership = service.leadership or Leadership(service.engine)
     service.fhir = make_fhir_client(settings)
     service.sender = make_sender(settings)
     service.dispatcher = Dispatcher(
@@ -164,11 +174,14 @@ async def start(service: Service) -> None:
         RetryPolicy(settings.dispatch_max_attempts, settings.dispatch_backoff_seconds,
                     settings.dispatch_backoff_max_seconds),
         # At most about a second of sends per claim, so each claim sees fresh pacing and consent.
-        batch_size=min(settings.dispatch_batch_size, settings.whatsapp_messages_per_second),
-        concurrency=settings.whatsapp_max_connections, bucket=TokenBucket(settings.whatsapp_messages_per_second),
+        batch_size=min(settings.dispatch_batch_size,
+                       max(1, settings.whatsapp_messages_per_second // settings.instance_count)),
+        concurrency=settings.whatsapp_max_connections,
+        # Each instance sends its share of the number's rate (settings: instance_count).
+        bucket=TokenBucket(settings.whatsapp_messages_per_second / settings.instance_count),
     )
     if settings.undeliverable_hook_url:
-        service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url)
+        service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url, leadership=service.leadership)
     writer = AppointmentWriter(service.fhir, confirm_mode=settings.confirm_mode,
                                reschedule_window=timedelta(days=settings.reschedule_window_days),
                                free_slot_on_cancel=settings.free_slot_on_cancel)
@@ -178,13 +191,19 @@ async def start(service: Service) -> None:
     # Chaining steps of 200 keep each transaction short: on SQLite it shares the one writer with the webhooks.
     keeper = AuditKeeper(service.engine, service.audit_signer, settings.audit_checkpoint_every,
                          settings.audit_checkpoint_seconds, settings.audit_checkpoint_export_dir, batch=200)
-    housekeeping = Housekeeping(service.engine, keeper, RetentionPolicy.from_settings(settings))
+    housekeeping = Housekeeping(service.engine, keeper, RetentionPolicy.from_settings(settings),
+                                leadership=service.leadership)
+    service.backport = backport_monitor(settings, service.engine, service.fhir,
+                                        on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None)
     service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
-                                service.specs, tick_seconds=settings.tick_seconds, inbound=service.inbound,
-                                hook=service.hook, actions=service.actions, housekeeping=housekeeping)
+                                {**service.specs, **ping_specs(settings)}, tick_seconds=settings.tick_seconds,
+                                inbound=service.inbound, hook=service.hook, actions=service.actions,
+                                housekeeping=housekeeping)
 
 
 async def stop(service: Service) -> None:
+    if service.leadership is not None:
+        await asyncio.to_thread(service.leadership.release)
     if service.actions is not None:
         await service.actions.aclose()
     if service.hook is not None:
@@ -259,6 +278,7 @@ def health(service: Service) -> dict[str, Any]:
         "subscriptions": [{"key": s.key, "status": s.status, "action": s.action} for s in service.subscriptions],
         "subscription_error": service.subscription_error,
         "audit": audit,
+        "feeds": feeds_health(service.settings, service.engine),
     }
 
 
@@ -267,25 +287,36 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        guard = hold_instance(settings.database_url)  # a second process on one SQLite file stops here
         await asyncio.to_thread(upgrade, service.engine)
         await start(service)
         assert service.pipeline is not None
         stop_event = asyncio.Event()
         tasks = [asyncio.create_task(service.pipeline.run(stop_event), name="pipeline")]
-        if settings.manage_subscriptions:
+        leader = service.leadership.is_leader if service.leadership else None
+        if settings.manage_subscriptions and (leader is None or await asyncio.to_thread(leader)):
             tasks.append(asyncio.create_task(keep_subscriptions(service, stop_event), name="subscriptions"))
+        if service.backport is not None:
+            tasks.append(asyncio.create_task(keep_backport(service.backport, settings.manage_subscriptions,
+                                                           stop_event), name="backport"))
+        assert service.fhir is not None
+        tasks.append(asyncio.create_task(keep_feeds(
+            settings, service.engine, service.fhir, list(service.specs.values()), stop_event,
+            on_new=service.pipeline.wake_inward, is_leader=leader), name="feeds"))
         if settings.whatsapp_sync_templates:
             tasks.append(asyncio.create_task(keep_template_states(service, stop_event), name="templates"))
         if settings.audit_push_to_ehr:
             assert service.fhir is not None
             tasks.append(asyncio.create_task(keep_pushing(service.engine, service.fhir, stop_event,
-                                                          observer=settings.public_base_url), name="audit-push"))
+                                                          observer=settings.public_base_url, is_leader=leader),
+                                             name="audit-push"))
         try:
             yield
         finally:
             stop_event.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await stop(service)
+            guard.release()
 
     app = FastAPI(title="FHIR ↔ WhatsApp bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
@@ -295,8 +326,9 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         return service.pipeline.accept(items) if service.pipeline else service.inbox.accept(items)
 
     app.include_router(build_intake_router(
-        _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(), list(service.specs),
-        settings.max_notification_bytes, on_refused=service.inbox.refused))
+        _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(),
+        [*service.specs, *ping_specs(settings)], settings.max_notification_bytes, on_refused=service.inbox.refused,
+        on_backport=lambda key, status: service.backport.record(key, status) if service.backport else None))
     app.include_router(build_webhook_router(
         service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
         service.outbox.contacts, on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None))

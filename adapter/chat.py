@@ -12,6 +12,7 @@ known, and why, as a code.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from adapter.action_tokens import mint_action_token
 from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, record
 from adapter.contacts import ContactBook
 from adapter.db import utcnow
-from adapter.models import Conversation, WhatsAppContact
+from adapter.models import Conversation, OutboxMessage, WhatsAppContact
 from adapter.outbox import OutboxStore
 from mappings.conversation import Conversation as Texts
 from whatsapp.interactive import reply_buttons, text_message
@@ -121,3 +122,15 @@ def _audit_handoff(session: Session, action: Action, agent: str, patient_ref: st
     # the Task (when there is one) and the patient are the references.
     record(session, AuditEntry(kind=Kind.HANDOFF, action=action, agent=agent, patient_ref=patient_ref,
                                entity_ref=task_ref, detail={k: v for k, v in detail.items() if v is not None}))
+
+
+def notified_language(session: Session, phone_index: bytes, default: str) -> str:
+    """The template language of the latest notification to this number (chat replies excluded)."""
+    payload = session.exec(select(OutboxMessage.payload).where(
+        col(OutboxMessage.recipient_key) == phone_index, col(OutboxMessage.purpose) == "notify",
+        col(OutboxMessage.payload).is_not(None)).order_by(col(OutboxMessage.id).desc()).limit(1)).first()
+    try:
+        code = json.loads(payload or "{}")["template"]["language"]["code"]
+    except (KeyError, TypeError, ValueError):
+        return default
+    return str(code) if code else default

@@ -21,8 +21,10 @@ from sqlmodel import Session, col, delete, select
 
 from adapter.cli_access import credentials_app
 from adapter.cli_audit import audit_app
+from adapter.cli_feeds import feeds_app
 from adapter.cli_keys import keys_app
 from adapter.cli_retention import retention_app
+from adapter.cli_smart import smart_app
 from adapter.cli_support import migrated_engine, operator, say, settings_or_exit
 from adapter.settings import DEMO_SECRET, Settings, SettingsError
 
@@ -55,6 +57,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
+app.add_typer(smart_app, name="smart")
+app.add_typer(feeds_app, name="feeds")
 
 
 _say = say

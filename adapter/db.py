@@ -17,11 +17,12 @@ from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x62726467_6D696772  # "brdgmigr"; the other advisory locks use other keys
 
 
 class RowSink(Protocol):
@@ -66,6 +67,10 @@ def upgrade(engine: Engine) -> None:
     """Brings the schema to the latest migration (idempotent; safe at every start-up)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several instances starting at once on a new database: one migrates, the others wait for
+            # its transaction and then find the schema at head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

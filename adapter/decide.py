@@ -34,6 +34,8 @@ from adapter.db import transaction, utcnow
 from adapter.inbox import InboxStore
 from adapter.models import NotificationSkip, ResourceState
 from adapter.outbox import OutboxStore
+from adapter.reminders import ReminderPlanner
+from adapter.survey import queue_survey
 from ehr.patient import mobile_number, patient_reference, preferred_language
 from mappings.phi_guard import PhiLeakError, check, identifying_strings
 from mappings.policy import PhiProfile
@@ -87,6 +89,8 @@ class Decider:
         self.outbox = outbox
         self.links = links
         self.config = config
+        self.reminders: ReminderPlanner | None = None  # set by the composition root (adapter.reminders)
+        self.surveys = False  # setting survey_enabled (adapter.survey), set by the composition root
 
     # --- read-only pre-checks, so the EHR is not asked for a patient we will not need
 
@@ -123,6 +127,12 @@ class Decider:
             if not decision.duplicate:
                 for rule in rules:
                     self._apply_rule(session, rule, resource, patient, related, decision)
+                self._plan_reminders(session, resource, patient, related, decision)
+                if (self.surveys and resource.get("resourceType") == "Appointment"
+                        and resource.get("status") == "fulfilled" and (state.status if state else None) != "fulfilled"):
+                    key = queue_survey(session, self.outbox, self.outbox.contacts, self.consent, resource,
+                                       patient_reference(resource), self.config.default_language)
+                    decision.queued.extend([key] if key else [])
                 state = state or ResourceState(resource_type=resource["resourceType"], resource_id=resource["id"],
                                                processed_at=utcnow())
                 state.version_id, state.status = version, resource.get("status")
@@ -132,6 +142,23 @@ class Decider:
             if inbox_event_id is not None:
                 InboxStore.mark_done(session, inbox_event_id)
         return decision
+
+    def _plan_reminders(self, session: Session, resource: dict[str, Any], patient: dict[str, Any] | None,
+                        related: Sequence[dict[str, Any]], decision: Decision) -> None:
+        """Keeps the Appointment's reminder rows equal to this version (:mod:`adapter.reminders`)."""
+        if self.reminders is None or resource.get("resourceType") != "Appointment":
+            return
+
+        def enqueue(session: Session, reminder: Rule, key: str, due_at: datetime) -> bool:
+            if any(rule_id == reminder.id for rule_id, _ in decision.skipped):
+                return False  # one skip per version says it all (and a second would repeat its key)
+            self._apply_rule(session, reminder, resource, patient, related, decision, key=key, due_at=due_at)
+            return key in decision.queued
+
+        for rule in self.rules.for_resource("Appointment"):
+            if rule.reminder is not None:
+                self.reminders.reconcile(session, rule, resource, patient_reference(resource),
+                                         enqueue if patient is not None else None)
 
     def _natural_key(self, rule: Rule, resource: dict[str, Any]) -> str:
         """The outbox key that makes a message effectively-once: per resource for ``once`` rules,
@@ -149,7 +176,8 @@ class Decider:
         decision.skipped.append((rule.id, reason))
 
     def _apply_rule(self, session: Session, rule: Rule, resource: dict[str, Any], patient: dict[str, Any] | None,
-                    related: Sequence[dict[str, Any]], decision: Decision) -> None:
+                    related: Sequence[dict[str, Any]], decision: Decision, *, key: str | None = None,
+                    due_at: datetime | None = None) -> None:
         patient_ref = patient_reference(resource)
         if patient_ref is None:
             return self._skip(session, rule, resource, None, "no_patient_reference", decision)
@@ -164,7 +192,7 @@ class Decider:
                                       self.config.default_language)
         ref, version = resource_ref(resource), version_of(resource)
         minted: list[Any] = []  # token rows join the session only if the message is queued
-        key = self._natural_key(rule, resource)  # the message's key: its links can be revoked by it
+        key = key or self._natural_key(rule, resource)  # the message's key: its links can be revoked by it
         context = RenderContext(
             language=language,
             profile=self.config.profile,
@@ -194,7 +222,7 @@ class Decider:
             return None
         session.add_all(minted)
         if self.outbox.enqueue(session, natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
-                               recipient=contact.e164, template=template, due_at=self._due()):
+                               recipient=contact.e164, template=template, due_at=due_at or self._due()):
             decision.queued.append(key)
         return None
 

@@ -111,6 +111,11 @@ class Dispatcher:
                 return replace(self._retry(message, None, utcnow() + PAUSED_RECHECK), attempted=False)
             if self.bucket is not None:
                 await self.bucket.acquire()
+            if message.send_by is not None and utcnow() >= message.send_by:
+                # Held too long (rate limit, a slow machine): not sent, so not a disclosure; claimed again later.
+                # Past its lease another instance may claim and send it, so sending now could send it twice.
+                log.warning("outbox %s: lease ran out before sending; left for the next claim", message.outbox_id)
+                return replace(self._retry(message, None, utcnow()), attempted=False, error_class="LeaseExpired")
             try:
                 result = await self.sender.send(message.request)
             except WhatsAppError as error:

@@ -16,6 +16,7 @@ import time
 
 import httpx
 
+from adapter.instances import Leadership
 from adapter.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -23,14 +24,20 @@ RETRY_SECONDS = 60.0
 
 
 class FallbackHook:
-    def __init__(self, outbox: OutboxStore, url: str, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, outbox: OutboxStore, url: str, timeout_seconds: float = 10.0,
+                 leadership: Leadership | None = None) -> None:
         self.outbox = outbox
+        # Several instances: only the leader posts (pending_hooks takes no lease), so a dead letter is
+        # posted once per tick across instances; at worst twice across a leader hand-over.
+        self.leadership = leadership
         self.url = url
         self._client = httpx.AsyncClient(timeout=timeout_seconds)
         self._next_try = 0.0
 
     async def run_once(self) -> int:
         if time.monotonic() < self._next_try:
+            return 0
+        if self.leadership is not None and not await asyncio.to_thread(self.leadership.is_leader):
             return 0
         rows = await asyncio.to_thread(self.outbox.pending_hooks)
         delivered = 0

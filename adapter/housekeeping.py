@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from adapter.audit.checkpoints import AuditKeeper
 from adapter.db import transaction, upsert, utcnow
+from adapter.instances import Leadership
 from adapter.models import ServiceFlag
 from adapter.retention import RetentionPolicy, run_retention
 
@@ -31,9 +32,12 @@ class Housekeeping:
     keeper: AuditKeeper
     retention: RetentionPolicy | None = None
     retention_every: timedelta = timedelta(days=1)
+    leadership: Leadership | None = None  # several instances: only the leader runs these jobs (adapter.instances)
 
     async def run_once(self) -> int:
         """One tick; returns how much it did (the loop ticks again at once while there is work)."""
+        if self.leadership is not None and not await asyncio.to_thread(self.leadership.is_leader):
+            return 0
         worked = await asyncio.to_thread(self.keeper.tick)
         if self.retention is not None and await asyncio.to_thread(self._retention_due):
             report = await asyncio.to_thread(run_retention, self.engine, self.retention)

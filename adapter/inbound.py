@@ -43,15 +43,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter import survey
 from adapter.action_tokens import mint_action_token, resolve_action_token
 from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, Outcome, record
-from adapter.chat import ChatReplies, conversation_of, in_handoff, start_handoff
+from adapter.chat import ChatReplies, conversation_of, in_handoff, notified_language, start_handoff
 from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.contacts import SERVICE_WINDOW, ContactBook, e164_from_wa_id
 from adapter.crypto import FieldCipher
 from adapter.db import transaction, utcnow
 from adapter.models import ActionRequest, ActionToken, ConsentRecord, InboundMessage, OutboxMessage, WhatsAppContact
 from adapter.outbox import OutboxStore, recipient_context
+from adapter.reminders import cancel_pending
 from mappings.kinds import local_time_text
 from mappings.redact import redact
 from whatsapp.interactive import reply_buttons, text_message
@@ -125,6 +127,7 @@ class ChatPolicy:
     opens: time = time(8, 0)
     closes: time = time(17, 0)
     workdays: frozenset[int] = frozenset(range(5))  # Monday = 0
+    remind_after_confirm: bool = False  # setting: a Confirm tap cancels queued reminders unless True
 
 
 class InboundProcessor:
@@ -243,7 +246,7 @@ class _Chat:
                           else processor.contacts.phone_of(contacts[0]))
         self.match = processor.texts.classify(content.text) if content.text else None
         # The language the patient writes in, else the one their notifications were sent in.
-        self.language = self.match.language if self.match else _notified_language(
+        self.language = self.match.language if self.match else notified_language(
             session, self.phone_index, processor.default_language)
         self._replies = 0
         self.suppressed = 0  # queued messages a STOP suppressed (reported in the audit entry)
@@ -353,6 +356,8 @@ class _Chat:
 
     def appointment_action(self, token: ActionToken) -> str:
         action = token.action
+        if action in (survey.OPEN, survey.ANSWER):
+            return self.survey_tap(token)
         if action in ("confirm", "cancel_confirmed", "keep", "pick_slot"):
             token.used_at = utcnow()
             self.session.add(token)
@@ -368,7 +373,20 @@ class _Chat:
             return f"action:{action}"
         self.request(kind, token.patient_ref, resource_ref=token.resource_ref, version_id=token.version_id,
                      slot_ref=token.detail)
+        if kind == "confirm" and not self.p.policy.remind_after_confirm:
+            cancel_pending(self.session, token.resource_ref, "reminder cancelled: patient confirmed")
         return "reschedule" if kind.startswith("reschedule") else kind
+
+    def survey_tap(self, token: ActionToken) -> str:
+        """"Rate my visit" opens the 1-5 list (the tap opened the window); a row becomes a write-back."""
+        token.used_at = utcnow()
+        self.session.add(token)
+        if token.action == survey.OPEN:
+            self.send(survey.survey_list(self.session, token.patient_ref, token.resource_ref, self.language))
+            return "survey_open"
+        survey.retire_answers(self.session, token.patient_ref, token.resource_ref)
+        self.request("survey_answer", token.patient_ref, resource_ref=token.resource_ref, slot_ref=token.detail)
+        return "survey_answer"
 
     def ask_cancel(self, token: ActionToken) -> None:
         """Cancelling frees the slot for someone else: ask once to be sure (the appointment's date and time
@@ -407,17 +425,6 @@ class _Chat:
         self.p.replies.say(self.session, natural_key=f"consent:{self.row.wamid}", patient_ref=patient_ref,
                            recipient=self.recipient, key=key, language=self.language, purpose="consent")
 
-
-def _notified_language(session: Session, phone_index: bytes, default: str) -> str:
-    """The template language of the latest notification to this number (chat replies excluded)."""
-    payload = session.exec(select(OutboxMessage.payload).where(
-        col(OutboxMessage.recipient_key) == phone_index, col(OutboxMessage.purpose) == "notify",
-        col(OutboxMessage.payload).is_not(None)).order_by(col(OutboxMessage.id).desc()).limit(1)).first()
-    try:
-        code = json.loads(payload or "{}")["template"]["language"]["code"]
-    except (KeyError, TypeError, ValueError):
-        return default
-    return str(code) if code else default
 
 
 def _consent_of(session: Session, patient_ref: str) -> str | None:

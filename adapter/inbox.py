@@ -22,16 +22,23 @@ LEASE = timedelta(minutes=5)
 def dedupe_key(item: IncomingNotification) -> str:
     if item.kind == "resource" and item.version_id:
         return f"{item.resource_type}/{item.resource_id}/_history/{item.version_id}"
-    # No version to dedupe on: keep every delivery; the version check after the re-read dedupes.
     target = f"{item.resource_type}/{item.resource_id}" if item.kind == "resource" else "ping"
+    number = getattr(item, "event_number", None)  # ehr.backport_events.BackportNotification
+    subscription = getattr(item, "subscription_id", None)
+    if number is not None and subscription:
+        # A Backport event: a re-delivery carries the same subscription, counter and event number.
+        counter = getattr(item, "events_since_start", None)
+        return f"bp:{item.subscription_key}:{subscription}:{counter}:{number}:{target}"
+    # No version to dedupe on: keep every delivery; the version check after the re-read dedupes.
     return f"{item.subscription_key}:{target}:{uuid.uuid4().hex}"
 
 
 class InboxStore:
     """Implements :class:`ehr.notifications.NotificationSink` on the database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lease: timedelta = LEASE) -> None:
         self.engine = engine
+        self.lease = lease  # an instance that dies holding events frees them after this (settings: inbox_lease_seconds)
 
     def accept(self, items: list[IncomingNotification]) -> int:
         now = utcnow()
@@ -69,7 +76,7 @@ class InboxStore:
                 .with_for_update(skip_locked=True)
             ))
             for event in events:
-                event.lease_until = now + LEASE
+                event.lease_until = now + self.lease
                 event.attempts += 1
                 session.add(event)
             return events

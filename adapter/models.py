@@ -345,4 +345,7 @@ class ActionRequest(SQLModel, table=True):
 
 
 # The audit tables live with the audit trail; importing them here registers them with the metadata.
+from adapter import feed_models as _feed_models  # noqa: E402,F401
+from adapter import poll_models as _poll_models  # noqa: E402,F401
+from adapter import reminder_models as _reminder_models  # noqa: E402,F401
 from adapter.audit import models as _audit_models  # noqa: E402,F401

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, or_, select
 
 from adapter.alerts import raise_alert
@@ -36,11 +38,13 @@ from adapter.audit.trail import record as audit_record
 from adapter.consent import OPTED_OUT
 from adapter.contacts import ContactBook, window_open
 from adapter.control import pause_sending
-from adapter.db import insert_ignoring_duplicates, transaction, upsert, utcnow
+from adapter.db import insert_ignoring_duplicates, table_of, transaction, upsert, utcnow
 from adapter.models import ConsentRecord, OutboxMessage, RecipientPace, SendAttempt
 from adapter.templates import TemplateGate, TemplateView
 
 SEND_LEASE = timedelta(minutes=2)
+RECORD_TRIES = 3
+RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 TEMPLATE_HOLD = timedelta(minutes=5)
 CALLBACK_PREFIX = "outbox:"
 
@@ -70,6 +74,9 @@ class ClaimedMessage:
     attempt_no: int
     request: dict[str, Any]  # the Cloud API request body, recipient included: never log it
     free_form: bool = False
+    # Not sent by then (half the lease), the dispatcher leaves it for the next claim: a send that starts
+    # later could outlive the lease, and another instance may then claim the row and send it again.
+    send_by: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class ClaimRules:
 
     pair_interval: timedelta = timedelta(seconds=6)
     templates: TemplateGate = field(default_factory=TemplateGate)
+    send_lease: timedelta = SEND_LEASE  # settings: send_lease_seconds (an instance that dies mid-send)
 
 
 @dataclass
@@ -142,6 +150,38 @@ def disclosure_entry(row: OutboxMessage | None, outbox_id: int, attempt_no: int 
                       patient_ref=row.patient_ref if row is not None else None,
                       entity_ref=f"message/{wamid}" if wamid else f"outbox/{outbox_id}",
                       detail={key: value for key, value in detail.items() if value is not None})
+
+
+def lock_rows_in_order(session: Session, outbox_ids: list[int], wamids: list[str] | None = None) -> None:
+    """Locks these outbox rows in id order, so two instances' transactions over overlapping rows wait for
+    each other instead of deadlocking (PostgreSQL; SQLite has one writer)."""
+    if session.get_bind().dialect.name != "postgresql" or not (outbox_ids or wamids):
+        return
+    condition: ColumnElement[bool] = col(OutboxMessage.id).in_(outbox_ids)
+    if wamids:
+        condition = or_(condition, col(OutboxMessage.wamid).in_(wamids))
+    session.exec(select(OutboxMessage.id).where(condition).order_by(col(OutboxMessage.id)).with_for_update()).all()
+
+
+def _take_pace(session: Session, key: bytes, until: datetime, now: datetime) -> bool:
+    """Takes the recipient's pace slot only if it is free, in one statement (insert, or update where
+    ``next_send_at <= now``): two instances claiming messages to one recipient at once cannot both pass
+    the pair-interval check, as a read-then-write could. On PostgreSQL the loser waits for the winner's
+    commit, re-checks the condition against the committed row, and gets no row back."""
+    table = table_of(RecipientPace)
+    values = {"recipient_key": key, "next_send_at": until}
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(table).values(**values)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["recipient_key"], set_={"next_send_at": statement.excluded.next_send_at},
+        where=table.c.next_send_at <= now)
+    return session.execute(statement.returning(table.c.recipient_key)).first() is not None
 
 
 class OutboxStore:
@@ -230,7 +270,7 @@ class OutboxStore:
             for row in rows:
                 if self._hold_back(session, row, batch, now):
                     continue
-                row.state, row.lease_until, row.updated_at = "sending", now + SEND_LEASE, now
+                row.state, row.lease_until, row.updated_at = "sending", now + self.rules.send_lease, now
                 row.attempts += 1
                 attempt = SendAttempt(outbox_id=row.id or 0, attempt_no=row.attempts, started_at=now)
                 session.add(row)
@@ -245,7 +285,7 @@ class OutboxStore:
                     "biz_opaque_callback_data": callback_data(row.id or 0),
                 })
                 claimed.append(ClaimedMessage(row.id or 0, attempt.id or 0, row.attempts, request,
-                                              request.get("type") != "template"))
+                                              request.get("type") != "template", now + self.rules.send_lease / 2))
         return claimed
 
     def _hold_back(self, session: Session, row: OutboxMessage, batch: _BatchFacts, now: datetime) -> bool:
@@ -282,17 +322,30 @@ class OutboxStore:
                 raise_alert(session, f"template_fallback:{verdict.reason}", "template_fallback_used", verdict.reason)
                 row.payload = _compact({"type": "template", "template": verdict.template})
         if key is not None:  # provisional, until the send reports when it left (see ``record``)
-            batch.pace[key] = now + SEND_LEASE + self.rules.pair_interval
-            upsert(session, RecipientPace, {"recipient_key": key, "next_send_at": batch.pace[key]}, "recipient_key",
-                   ["next_send_at"])
+            until = now + self.rules.send_lease + self.rules.pair_interval
+            if not _take_pace(session, key, until, now):  # another instance claimed this recipient meanwhile
+                return later(now + self.rules.pair_interval)
+            batch.pace[key] = until
         return False
 
     def record(self, outcomes: list[SendOutcome]) -> None:
         """Applies a batch of send outcomes in one transaction, with one audit entry per attempt made
-        (written once for the batch, in the same transaction)."""
+        (written once for the batch, in the same transaction). Several instances: the rows are locked in id
+        order (as :func:`adapter.statuses.apply_pending` does), and a deadlock victim tries again, because a
+        lost outcome would leave a sent message to be claimed and sent again after its lease."""
+        for attempt_no in range(1, RECORD_TRIES + 1):
+            try:
+                self._record(sorted(outcomes, key=lambda outcome: outcome.outbox_id))
+                return
+            except DBAPIError as error:
+                if attempt_no == RECORD_TRIES or getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                    raise
+
+    def _record(self, outcomes: list[SendOutcome]) -> None:
         now = utcnow()
         with transaction(self.engine) as session:
             audit: list[AuditEntry] = []
+            lock_rows_in_order(session, [outcome.outbox_id for outcome in outcomes])
             for outcome in outcomes:
                 row = session.get(OutboxMessage, outcome.outbox_id)
                 attempt = session.get(SendAttempt, outcome.attempt_id)
@@ -318,6 +371,8 @@ class OutboxStore:
                         "recipient_key", ["next_send_at"])
                 if row is None or row.state != "sending":
                     continue  # a status webhook reconciled it meanwhile, or an admin changed it
+                if attempt is not None and row.attempts != attempt.attempt_no and outcome.result != "sent":
+                    continue  # our lease expired and another instance claimed it again: its attempt decides
                 row.updated_at, row.lease_until = now, None
                 row.last_error_code, row.last_error_class = outcome.error_code, outcome.error_class
                 if outcome.result == "sent":

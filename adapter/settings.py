@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAPPINGS_DIR = PACKAGE_ROOT / "mappings" / "rules"
 DEFAULT_CONVERSATION_FILE = PACKAGE_ROOT / "mappings" / "conversation.yaml"
 MAX_LINK_TTL_HOURS = 7 * 24
+# SMART Backend Services: v1 (system/Patient.read) and v2 (system/Patient.rs, with an optional ?query) scopes.
+SMART_SCOPE_RE = re.compile(r"^system/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|(?=[cruds])c?r?u?d?s?)(\?\S+)?$")
+SMART_DEFAULT_SCOPE = ("system/Appointment.rus system/AppointmentResponse.crs system/Patient.rs system/Slot.rs "
+                       "system/DiagnosticReport.rs system/Encounter.rs system/Task.crus "
+                       "system/QuestionnaireResponse.c system/Subscription.cruds")
 
 # Values shipped for the demo. They are public, so they must never protect real data.
 DEMO_SECRET = "demo-only-not-a-secret"  # noqa: S105 - public on purpose, refused outside demo
@@ -99,10 +105,43 @@ class Settings(BaseSettings):
     )
     # --- the EHR
     fhir_base_url: str = Field("http://127.0.0.1:8090/fhir", description="The EHR's FHIR R4 base URL.")
-    fhir_auth: Literal["none", "basic", "bearer"] = Field("none", description="How to authenticate to the EHR.")
+    fhir_auth: Literal["none", "basic", "bearer", "smart"] = Field(
+        "none", description="How to authenticate to the EHR.")
     fhir_username: str | None = Field(None, description="User for `fhir_auth=basic`.")
     fhir_password: SecretStr | None = Field(None, description="Password for `fhir_auth=basic`.")
     fhir_bearer_token: SecretStr | None = Field(None, description="Token for `fhir_auth=bearer`.")
+    # --- SMART backend services
+    fhir_smart_client_id: str | None = Field(
+        None, description="Client id the EHR registered for this service (`fhir_auth=smart`).")
+    fhir_smart_private_key_file: Path | None = Field(
+        None, description="PEM private key (RSA for RS384 or EC P-384 for ES384, mode 0600) that signs the client "
+        "assertion; `bridge smart keygen` makes one and prints the public JWKS to register.")
+    fhir_smart_key_id: str | None = Field(
+        None, description="`kid` of that key as registered at the EHR; default: its RFC 7638 thumbprint, as "
+        "`bridge smart keygen` prints it.")
+    fhir_smart_scope: str = Field(
+        SMART_DEFAULT_SCOPE, description="Space-separated SMART `system/` scopes the service asks the EHR for.")
+    fhir_smart_token_url: str | None = Field(
+        None, description="Token endpoint used when the EHR publishes no `.well-known/smart-configuration`.")
+
+    @field_validator("fhir_smart_scope")
+    @classmethod
+    def _smart_scopes(cls, value: str) -> str:
+        scopes = value.split()
+        if not scopes:
+            raise ValueError("name at least one scope, e.g. system/Appointment.rs")
+        for scope in scopes:
+            if not SMART_SCOPE_RE.match(scope):
+                raise ValueError(f"{scope!r} is not a SMART system scope such as system/Appointment.rs or "
+                                 "system/Patient.read")
+        return " ".join(scopes)
+
+    @field_validator("fhir_smart_token_url")
+    @classmethod
+    def _smart_token_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://ehr.example.org/oauth2/token")
+        return value
     fhir_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of each call to the EHR.")
     ehr_hook_secret: SecretStr = Field(
         SecretStr(DEMO_SECRET),
@@ -114,6 +153,46 @@ class Settings(BaseSettings):
     max_notification_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest notification body accepted from the EHR."
     )
+    # --- Event feeds
+    feed_mode: Literal["subscriptions", "polling", "both"] = Field(
+        "subscriptions", description="How EHR changes arrive: `subscriptions` (the EHR notifies), `polling` (the "
+        "bridge searches `_lastUpdated` every poll interval; for EHRs without usable Subscriptions) or `both` "
+        "(Subscriptions plus a polling reconcile that catches what a rest-hook failed to deliver).")
+    poll_interval_seconds: float = Field(
+        60.0, ge=5, le=86400, description="Seconds between two polls of the EHR (`feed_mode` `polling` or `both`).")
+    poll_safety_lag_seconds: float = Field(
+        120.0, ge=0, le=86400, description="How far behind the newest EHR timestamp seen each poll looks again, "
+        "so changes the EHR commits late (with an older timestamp) are not missed.")
+    poll_page_size: int = Field(
+        100, ge=10, le=1000, description="`_count` of each polling search page (every page is followed).")
+    feed_check_interval_seconds: float = Field(
+        300.0, ge=30, le=86400, description="Seconds between two subscription manager runs: re-creates, "
+        "re-activates or deletes EHR Subscriptions to match the configuration and refreshes feed health.")
+    # --- Backport subscriptions
+    backport_topics: dict[str, str] = Field(
+        default_factory=dict, description="Topic-based (Subscriptions Backport IG) feeds: resource type -> the "
+        "topic's canonical URL as the EHR advertises it, e.g. {\"Appointment\": \"http://sekmet.dev/fhir/"
+        "SubscriptionTopic/appointment-booked\"}; empty: no Backport Subscriptions.")
+    backport_payload: Literal["empty", "id-only", "full-resource"] = Field(
+        "id-only", description="What the EHR puts in each Backport notification: `empty`, `id-only` or "
+        "`full-resource` (the bridge re-reads the resource in every case).")
+    backport_heartbeat_seconds: int = Field(
+        60, ge=1, le=86400, description="Heartbeat period asked of the EHR; no notification for twice this long "
+        "makes the bridge ask the EHR for the Subscription's `$status`.")
+    backport_timeout_seconds: int = Field(
+        30, ge=1, le=600, description="How long the EHR should wait for the bridge to answer a notification.")
+    backport_max_count: int = Field(
+        20, ge=1, le=1000, description="Most events the EHR should put in one notification.")
+    backport_gap_detection: Literal["events-since-start", "per-bundle", "off"] = Field(
+        "events-since-start", description="How the EHR numbers Backport events: `events-since-start` (per event, "
+        "as the IG says), `per-bundle` (the counter counts notifications) or `off` (no gap detection; the "
+        "heartbeat/`$status` re-sync still runs).")
+    backport_gap_grace_seconds: float = Field(
+        30.0, ge=0, le=3600, description="How long a gap in event numbers may wait for late notifications before "
+        "the bridge recovers the missed events.")
+    backport_resync_margin_seconds: float = Field(
+        60.0, ge=0, le=86400, description="How far before the last moment the feed was complete a recovery "
+        "search starts (clock differences, late commits).")
     # --- WhatsApp Cloud API
     whatsapp_api_base_url: str = Field(
         "https://graph.facebook.com", description="Graph API root: Meta, a BSP proxy, or the emulator."
@@ -213,12 +292,65 @@ class Settings(BaseSettings):
     staff_inbox_url: str | None = Field(
         None, description="Optional URL that gets a POST (ids only) for each hand-off, e.g. a staff inbox."
     )
+    # --- Reminders and survey
+    quiet_hours: str | None = Field(
+        "21:00-08:00", description="Local hours (site_timezone) when no reminder starts, `HH:MM-HH:MM`; a reminder "
+        "due then goes out earlier, at the start of the quiet hours. Empty: no quiet hours.",
+    )
+    remind_after_confirm: bool = Field(
+        False, description="Keep sending reminders after the patient confirmed the appointment."
+    )
+    reminder_daily_cap: int = Field(
+        2, ge=1, le=10, description="Most reminder messages one patient gets on one local day; the rest are skipped "
+        "and listed as skips.",
+    )
+    survey_enabled: bool = Field(
+        True, description="Ask a 1-5 satisfaction question once after an appointment is fulfilled, and write the "
+        "answer to the EHR as a QuestionnaireResponse.",
+    )
+
+    @field_validator("backport_topics")
+    @classmethod
+    def _backport_topics(cls, value: dict[str, str]) -> dict[str, str]:
+        for resource_type, topic in value.items():
+            if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", resource_type):
+                raise ValueError(f"backport_topics: '{resource_type[:40]}' is not a FHIR resource type such as "
+                                 "Appointment")
+            if not topic.startswith(("http://", "https://", "urn:")) or "?" in topic or " " in topic:
+                raise ValueError(f"backport_topics: the topic for {resource_type} must be the canonical URL the "
+                                 "EHR advertises (http(s)://... without a query), as listed by the EHR's "
+                                 "SubscriptionTopic resources")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from adapter.reminders import QuietHours  # late: the reminders module loads the storage models
+
+        QuietHours.parse(value)  # its QuietHoursError (a ValueError) says what a valid value looks like
+        return value.strip()
+
     # --- delivery
     dispatch_max_attempts: int = Field(8, ge=1, le=50, description="Send attempts before a dead letter.")
     dispatch_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles, with jitter.")
     dispatch_backoff_max_seconds: float = Field(900.0, gt=0, description="Longest retry delay.")
     dispatch_batch_size: int = Field(200, ge=1, le=5000, description="Outbox rows claimed per tick.")
     tick_seconds: float = Field(1.0, gt=0, le=60, description="How often the pipeline looks for due work.")
+    # --- Instances
+    instance_count: int = Field(
+        1, ge=1, le=64, description="How many service instances share the database and the WhatsApp number (PostgreSQL "
+        "only); each sends at most whatsapp_messages_per_second / instance_count.",
+    )
+    inbox_lease_seconds: float = Field(
+        300.0, ge=1, le=3600, description="How long an instance holds a claimed EHR event; if it dies, another "
+        "instance takes the event over after this time.",
+    )
+    send_lease_seconds: float = Field(
+        120.0, ge=1, le=3600, description="How long an instance holds a message it is sending; if it dies mid-send, "
+        "another instance retries after this time (a status already received prevents a second send).",
+    )
     # --- audit trail and retention
     audit_signing_key_file: Path | None = Field(
         None, description="Ed25519 private key (PEM, `bridge audit keygen`) that signs audit checkpoints; kept outside "
@@ -332,7 +464,27 @@ class Settings(BaseSettings):
             problems.append("fhir_auth=basic needs BRIDGE_FHIR_USERNAME and BRIDGE_FHIR_PASSWORD")
         if self.fhir_auth == "bearer" and not self.fhir_bearer_token:
             problems.append("fhir_auth=bearer needs BRIDGE_FHIR_BEARER_TOKEN")
+        if self.fhir_auth == "smart" and not (self.fhir_smart_client_id and self.fhir_smart_private_key_file):
+            problems.append("fhir_auth=smart needs BRIDGE_FHIR_SMART_CLIENT_ID and BRIDGE_FHIR_SMART_PRIVATE_KEY_FILE "
+                            "(`bridge smart keygen --out PATH` makes the key and prints what to register at the EHR)")
+        elif self.fhir_auth == "smart" and self.fhir_smart_private_key_file and \
+                not self.fhir_smart_private_key_file.is_file():
+            problems.append(f"fhir_smart_private_key_file: {self.fhir_smart_private_key_file} is not a file")
+        elif self.fhir_auth == "smart" and self.fhir_smart_private_key_file:
+            from ehr.smart_keys import SmartKeyError, load_signing_key
+
+            try:
+                load_signing_key(self.fhir_smart_private_key_file)
+            except SmartKeyError as error:
+                problems.append(f"fhir_smart_private_key_file: {error}")
         problems.extend(self._key_problems())
+        if self.send_lease_seconds < 2 * self.whatsapp_timeout_seconds:
+            problems.append(f"send_lease_seconds ({self.send_lease_seconds:g}) must be at least twice "
+                            f"whatsapp_timeout_seconds ({self.whatsapp_timeout_seconds:g}): a send must end before "
+                            "another instance may take the message over")
+        if self.instance_count > 1 and self.database_url.startswith("sqlite"):
+            problems.append(f"instance_count={self.instance_count} needs PostgreSQL: SQLite runs one instance; set "
+                            "BRIDGE_DATABASE_URL=postgresql+psycopg://... to run several")
         if self.mode != "demo":
             previous = self.whatsapp_app_secret_previous
             if previous is not None and _is_placeholder(previous.get_secret_value()):

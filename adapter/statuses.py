@@ -42,7 +42,7 @@ from adapter.db import insert_ignoring_duplicates, table_of, transaction, utcnow
 from adapter.dispatch import RetryPolicy
 from adapter.inbound import encode_content
 from adapter.models import InboundMessage, OutboxMessage, WhatsAppContact, WhatsAppStatus
-from adapter.outbox import OutboxStore, disclosure_entry, outbox_id_from_callback
+from adapter.outbox import OutboxStore, disclosure_entry, lock_rows_in_order, outbox_id_from_callback
 from adapter.templates import record_states, state_after
 from whatsapp.errors import (
     AccountBlockedError,
@@ -168,6 +168,10 @@ def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None =
             select(WhatsAppStatus).where(col(WhatsAppStatus.applied_at).is_(None))
             .order_by(col(WhatsAppStatus.id)).limit(limit).with_for_update(skip_locked=True)))
         now = utcnow()
+        # Several instances: lock the outbox rows these statuses touch in id order first, as OutboxStore.record
+        # does, so the two never deadlock on them.
+        lock_rows_in_order(session, [i for i in (outbox_id_from_callback(s.callback_data) for s in pending) if i],
+                           [status.wamid for status in pending])
         for status in pending:
             row = _apply(session, status, policy)
             if row is not None and status.user_id_index is not None and row.recipient_key is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
@@ -80,12 +81,14 @@ async def push_audit_events(engine: Engine, fhir_client: AuditSink, *, batch: in
 
 
 async def keep_pushing(engine: Engine, fhir_client: AuditSink, stop_event: asyncio.Event, *,
-                       every_seconds: float = 30.0, observer: str = "fhir-whatsapp-bridge") -> None:
+                       every_seconds: float = 30.0, observer: str = "fhir-whatsapp-bridge",
+                       is_leader: Callable[[], bool] | None = None) -> None:
     """Pushes new records every ``every_seconds`` until ``stop_event``; an unreachable EHR is logged
     (error type only) and retried next round, from the last record it accepted."""
     while not stop_event.is_set():
-        try:
-            count = await push_audit_events(engine, fhir_client, observer=observer)
+        try:  # several instances: only the leader pushes, so each record is PUT once per round
+            leading = is_leader is None or await asyncio.to_thread(is_leader)
+            count = await push_audit_events(engine, fhir_client, observer=observer) if leading else 0
             if count:
                 log.info("pushed %d audit records to the EHR", count)
         except Exception as error:  # the EHR being down must not stop the service; the next round resumes

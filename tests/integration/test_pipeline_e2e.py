@@ -45,10 +45,13 @@ def _notify(stack: DemoStack, key: str, path: str = "", body: bytes = b"", metho
                          headers=headers, timeout=10)
 
 
+CONFIRMATION = "appointment-booked-confirmation"  # a booking also plans reminders (tests/storage/test_reminders.py)
+
+
 def _skips(stack: DemoStack, resource_ref: str) -> list[str]:
     with Session(make_engine(stack.settings.database_url)) as session:
         rows = session.exec(select(NotificationSkip).where(col(NotificationSkip.resource_ref) == resource_ref))
-        return [row.reason for row in rows]
+        return [row.reason for row in rows if row.rule_id == CONFIRMATION]  # its reminders are skipped too
 
 
 def _inbox_count(stack: DemoStack) -> int:
@@ -184,7 +187,8 @@ def test_whatsapp_outage_is_retried_until_sent(stack: DemoStack) -> None:
     def recorded() -> OutboxMessage | None:  # the emulator has it a moment before our outbox records it
         with Session(make_engine(stack.settings.database_url)) as session:
             row = session.exec(select(OutboxMessage).where(
-                col(OutboxMessage.resource_ref) == f"Appointment/{appointment['id']}")).one()
+                col(OutboxMessage.resource_ref) == f"Appointment/{appointment['id']}",
+                col(OutboxMessage.rule_id) == CONFIRMATION)).one()
         return row if row.state == "sent" else None
 
     row = wait_for(recorded, 10, "the outbox to record the send")
@@ -202,7 +206,8 @@ def test_lost_answer_is_reconciled_by_the_status_webhook_not_resent(stack: DemoS
 
     def settled() -> OutboxMessage | None:
         with Session(make_engine(stack.settings.database_url)) as session:
-            row = session.exec(select(OutboxMessage).where(col(OutboxMessage.resource_ref) == ref)).one_or_none()
+            row = session.exec(select(OutboxMessage).where(col(OutboxMessage.resource_ref) == ref,
+                                                           col(OutboxMessage.rule_id) == CONFIRMATION)).one_or_none()
         return row if row is not None and row.state == "sent" else None
 
     row = wait_for(settled, 20, "the ambiguous send to be reconciled")
