@@ -52,7 +52,9 @@ from adapter.models import InboundMessage, InboxEvent, OutboxMessage, TemplateSt
 from adapter.outbox import ClaimRules, OutboxStore
 from adapter.pipeline import Pipeline
 from adapter.ratelimit import TokenBucket
+from adapter.reminder_gate import ReminderGate
 from adapter.reminders import attach as attach_reminders
+from adapter.reminders import policy_from_settings as reminder_policy
 from adapter.retention import RetentionPolicy
 from adapter.settings import Settings, SettingsError
 from adapter.templates import TemplateGate
@@ -120,7 +122,8 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     outbox = OutboxStore(engine, contacts, ClaimRules(
         pair_interval=timedelta(seconds=settings.whatsapp_pair_interval_seconds),
         templates=TemplateGate(settings.whatsapp_fallback_template),
-        send_lease=timedelta(seconds=settings.send_lease_seconds)))
+        send_lease=timedelta(seconds=settings.send_lease_seconds),
+        reminder_gate=ReminderGate(reminder_policy(settings))))
     links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key"), previous=settings.previous_link_keys()),
                       timedelta(hours=settings.link_ttl_hours))
     decider = Decider(

@@ -23,6 +23,7 @@ suppressed and paced rows are not audited as disclosures: nothing left the build
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -86,6 +87,8 @@ class ClaimRules:
     pair_interval: timedelta = timedelta(seconds=6)
     templates: TemplateGate = field(default_factory=TemplateGate)
     send_lease: timedelta = SEND_LEASE  # settings: send_lease_seconds (an instance that dies mid-send)
+    # Reminders re-checked when they come due (adapter.reminder_gate): None send, datetime wait, str suppress.
+    reminder_gate: Callable[[str, datetime], datetime | str | None] | None = None
 
 
 @dataclass
@@ -297,6 +300,13 @@ class OutboxStore:
 
         if row.patient_ref in batch.opted_out and row.purpose != "consent":
             row.state, row.dead_reason, row.lease_until, row.updated_at = "suppressed", "patient opted out", None, now
+            session.add(row)
+            return True
+        gate = self.rules.reminder_gate(row.natural_key, now) if self.rules.reminder_gate else None
+        if isinstance(gate, datetime):
+            return later(gate)
+        if gate is not None:
+            row.state, row.dead_reason, row.lease_until, row.updated_at = "suppressed", gate, None, now
             session.add(row)
             return True
         key = row.recipient_key if self.rules.pair_interval else None  # a zero interval turns pacing off
