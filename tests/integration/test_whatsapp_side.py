@@ -290,7 +290,10 @@ def test_a_free_form_message_24_hours_and_a_second_after_the_last_inbound_become
     # The service's own chat replies follow the same rule: none to the day-old message (too late to
     # answer), the welcome and the menu to the recent one, as free-form messages.
     assert [m["type"] for m in sent_to(stack, old)] == ["template", "template"]
-    assert sorted(m["type"] for m in sent_to(stack, fresh)) == ["interactive", "template", "text", "text"]
+    # The welcome, the menu and the reply to one patient are paced 6 s apart: wait for all of them.
+    expected = ["interactive", "template", "text", "text"]
+    wait_for(lambda: sorted(m["type"] for m in sent_to(stack, fresh)) == expected, 20, "the welcome and the menu")
+    assert sorted(m["type"] for m in sent_to(stack, fresh)) == expected
     assert rejections(stack, 131047) == []
 
 
