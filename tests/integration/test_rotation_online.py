@@ -33,9 +33,9 @@ from adapter.demo import wait_for
 from adapter.key_rotation import key_usage, reencrypt, reindex
 from adapter.keys import Keyring, LocalWrappingKey
 from adapter.models import InboundMessage, OutboxMessage, RecipientPace, ServiceFlag
-from adapter.settings import DEMO_SECRET, load_settings
+from adapter.settings import load_settings
 from tests.support.asgi_server import serve_in_thread
-from whatsapp.emulator import EmulatorConfig, EmulatorServer
+from tests.support.e2e import emulator_for, point_webhooks
 
 PATIENTS = 8
 TEMPLATE = {"name": "service_update", "language": {"code": "en_US"}}
@@ -64,18 +64,13 @@ def test_data_and_index_keys_rotate_while_the_service_keeps_serving(database_url
                              key_wrapping_key=kek, manage_subscriptions=False, tick_seconds=0.05,
                              whatsapp_pair_interval_seconds=1.0, dispatch_backoff_seconds=0.2,
                              dispatch_backoff_max_seconds=0.5, fhir_base_url="http://127.0.0.1:9/fhir")
-    emulator = EmulatorServer(EmulatorConfig(access_token=DEMO_SECRET, app_secret=DEMO_SECRET,
-                                             phone_numbers={settings.whatsapp_phone_number_id: "15550100"},
-                                             waba_id=settings.whatsapp_waba_id))
-    emulator.start()
-    settings = settings.model_copy(update={"whatsapp_api_base_url": emulator.base_url})
+    emulator, settings = emulator_for(settings)
     app = create_app(settings)
     keys_before = Keyring.load(keyring, LocalWrappingKey(base64.urlsafe_b64decode(kek))).current()
     try:
         with serve_in_thread(app, lifespan="on") as url:
             service = app.state.service
-            httpx.put(f"{emulator.base_url}/_emulator/webhook", json={"url": f"{url}/whatsapp/webhook"},
-                      timeout=5).raise_for_status()
+            point_webhooks(emulator, url)
             with transaction(service.engine) as session:
                 for i in range(PATIENTS):
                     set_consent(session, f"Patient/example-{i}", OPTED_IN, "admin")

@@ -29,7 +29,8 @@ from adapter.demo import wait_for
 from adapter.models import ConsentRecord, InboundMessage, OutboxMessage, SendAttempt
 from adapter.settings import DEMO_SECRET, Settings, load_settings
 from tests.support.asgi_server import serve_in_thread
-from whatsapp.emulator import EmulatorConfig, EmulatorServer
+from tests.support.e2e import emulator_for, point_webhooks
+from whatsapp.emulator import EmulatorServer
 from whatsapp.emulator.webhooks import meta_json
 from whatsapp.signature import HEADER, sign
 
@@ -67,14 +68,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                              manage_subscriptions=False, tick_seconds=0.05, dispatch_backoff_seconds=0.2,
                              dispatch_backoff_max_seconds=0.5, whatsapp_messages_per_second=RATE,
                              fhir_base_url="http://127.0.0.1:9/fhir")
-    emulator = EmulatorServer(EmulatorConfig(access_token=DEMO_SECRET, app_secret=DEMO_SECRET,
-                                             phone_numbers={settings.whatsapp_phone_number_id: "15550100"},
-                                             waba_id=settings.whatsapp_waba_id))
-    emulator.start()
-    settings = settings.model_copy(update={"whatsapp_api_base_url": emulator.base_url})
+    emulator, settings = emulator_for(settings)
     app = create_app(settings)
     with serve_in_thread(app, lifespan="on") as url:
-        httpx.put(f"{emulator.base_url}/_emulator/webhook", json={"url": f"{url}/whatsapp/webhook"}).raise_for_status()
+        point_webhooks(emulator, url)
         stack = Stack(settings, app.state.service, emulator, url)
         wait_for(lambda: health(stack)["templates"].get("APPROVED"), 10, "template states read from the WABA")
         yield stack

@@ -9,7 +9,10 @@ import httpx
 from adapter.consent import OPTED_IN, set_consent
 from adapter.db import make_engine, transaction
 from adapter.demo import DemoStack
+from adapter.settings import DEMO_SECRET, Settings
 from tests.support.synthetic import synthetic_patient
+from whatsapp.emulator.config import EmulatorConfig
+from whatsapp.emulator.server import EmulatorServer
 
 
 def health(stack: DemoStack) -> dict[str, Any]:
@@ -50,3 +53,18 @@ def sent_to(stack: DemoStack, number: int) -> list[dict[str, Any]]:
     messages = found.get("messages", found) if isinstance(found, dict) else found
     wanted = f"20155501{number:02d}"
     return [m.get("payload", m) for m in messages if str(m.get("payload", m).get("to", "")).endswith(wanted)]
+
+
+def emulator_for(settings: Settings) -> tuple[EmulatorServer, Settings]:
+    """A started WhatsApp emulator for ``settings``' number and WABA, and the settings pointed at it."""
+    emulator = EmulatorServer(EmulatorConfig(access_token=DEMO_SECRET, app_secret=DEMO_SECRET,
+                                             phone_numbers={settings.whatsapp_phone_number_id: "15550100"},
+                                             waba_id=settings.whatsapp_waba_id))
+    emulator.start()
+    return emulator, settings.model_copy(update={"whatsapp_api_base_url": emulator.base_url})
+
+
+def point_webhooks(emulator: EmulatorServer, service_url: str) -> None:
+    """Makes the emulator deliver its webhooks to the service at ``service_url``."""
+    httpx.put(f"{emulator.base_url}/_emulator/webhook", json={"url": f"{service_url}/whatsapp/webhook"},
+              timeout=5).raise_for_status()
