@@ -24,47 +24,49 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.access.roles import AccessControl
-from adapter.actions import ActionRunner
-from adapter.admin_api import build_admin_router
-from adapter.alerts import count_open
 from adapter.audit.checkpoints import AuditKeeper, audit_status, signer_from_settings
 from adapter.audit.push import keep_pushing
 from adapter.audit.signing import AuditKeyError, AuditSigner
-from adapter.audit_api import FhirPatientDirectory, build_audit_router
-from adapter.chat import ChatReplies
-from adapter.consent import consent_source
-from adapter.contacts import ContactBook
-from adapter.control import sending_paused
-from adapter.crypto import BlindIndex, FieldCipher
-from adapter.db import make_engine, upgrade
-from adapter.decide import DecideConfig, Decider
-from adapter.dispatch import Dispatcher, RetryPolicy
-from adapter.fallback_hook import FallbackHook
-from adapter.feed_tasks import backport_monitor, feeds_health, keep_backport, keep_feeds, ping_specs
-from adapter.feeds_backport import BackportFeedMonitor
-from adapter.housekeeping import Housekeeping
-from adapter.inbound import ChatPolicy, InboundProcessor
-from adapter.inbox import InboxStore
-from adapter.instances import Leadership, hold_instance
-from adapter.keys import service_keys
-from adapter.models import InboundMessage, InboxEvent, OutboxMessage, TemplateState
-from adapter.outbox import ClaimRules, OutboxStore
+from adapter.conversation.actions import ActionRunner
+from adapter.conversation.chat import ChatReplies
+from adapter.conversation.inbound import ChatPolicy, InboundProcessor
+from adapter.conversation.tables import InboundMessage
+from adapter.feeds.backport_monitor import BackportFeedMonitor
+from adapter.feeds.inbox import InboxStore
+from adapter.feeds.tables import InboxEvent
+from adapter.feeds.tasks import backport_monitor, feeds_health, keep_backport, keep_feeds, ping_specs
+from adapter.http.admin_api import build_admin_router
+from adapter.http.audit_api import FhirPatientDirectory, build_audit_router
+from adapter.http.whatsapp_webhook import build_webhook_router
+from adapter.maintenance.housekeeping import Housekeeping
+from adapter.maintenance.retention import RetentionPolicy
+from adapter.ops.alerts import count_open
+from adapter.ops.instances import Leadership, hold_instance
+from adapter.outbox.circuit_breaker import sending_paused
+from adapter.outbox.dispatch import Dispatcher, RetryPolicy
+from adapter.outbox.fallback_hook import FallbackHook
+from adapter.outbox.store import ClaimRules, OutboxStore
+from adapter.outbox.tables import OutboxMessage, TemplateState
+from adapter.outbox.templates import TemplateGate
+from adapter.outbox.throughput import TokenBucket
 from adapter.pipeline import Pipeline
-from adapter.ratelimit import TokenBucket
-from adapter.reminder_gate import ReminderGate
-from adapter.reminders import attach as attach_reminders
-from adapter.reminders import policy_from_settings as reminder_policy
-from adapter.retention import RetentionPolicy
+from adapter.recipients.consent import consent_source
+from adapter.recipients.contacts import ContactBook
+from adapter.scheduling.decide import DecideConfig, Decider
+from adapter.scheduling.reminder_gate import ReminderGate
+from adapter.scheduling.reminders import attach as attach_reminders
+from adapter.scheduling.reminders import policy_from_settings as reminder_policy
+from adapter.security.crypto import BlindIndex, FieldCipher
+from adapter.security.keys import service_keys
+from adapter.security.roles import AccessControl
 from adapter.settings import Settings, SettingsError
-from adapter.templates import TemplateGate
-from adapter.webhooks import build_webhook_router
-from adapter.writeback import AppointmentWriter
+from adapter.storage.db import make_engine, upgrade
 from ehr.auth import auth_from_settings
 from ehr.client import FhirClient
 from ehr.errors import FhirError
 from ehr.intake import build_intake_router
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, SubscriptionState, ensure_subscriptions
+from ehr.writeback import AppointmentWriter
 from mappings.conversation import Conversation
 from mappings.rules import RuleSet, load_rules
 from portal_links.assertions import AssertionIssuer, AssertionKeyRing
@@ -237,7 +239,7 @@ async def keep_subscriptions(service: Service, stop_event: asyncio.Event) -> Non
 
 async def keep_template_states(service: Service, stop_event: asyncio.Event) -> None:
     """Reads the templates' review states from the WABA; while Meta is unreachable, tries again."""
-    from adapter.template_sync import read_states
+    from adapter.outbox.template_sync import read_states
     from whatsapp.errors import WhatsAppError
 
     while not stop_event.is_set():

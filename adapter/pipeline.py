@@ -17,23 +17,23 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from adapter.actions import ActionRunner
 from adapter.audit.fhir_access import query_entry, read_entry
 from adapter.audit.trail import AuditEntry, record
-from adapter.db import transaction, utcnow
-from adapter.decide import Decider, Decision, resource_ref, version_of
-from adapter.dispatch import Dispatcher
-from adapter.fallback_hook import FallbackHook
-from adapter.housekeeping import Housekeeping
-from adapter.inbound import InboundProcessor
-from adapter.inbox import InboxStore
-from adapter.models import FeedWatermark, InboxEvent
-from adapter.related import RelatedReader
-from adapter.statuses import apply_pending
+from adapter.conversation.actions import ActionRunner
+from adapter.conversation.inbound import InboundProcessor
+from adapter.feeds.inbox import InboxStore
+from adapter.feeds.tables import FeedWatermark, InboxEvent
+from adapter.maintenance.housekeeping import Housekeeping
+from adapter.outbox.dispatch import Dispatcher
+from adapter.outbox.fallback_hook import FallbackHook
+from adapter.outbox.statuses import apply_pending
+from adapter.scheduling.decide import Decider, Decision, resource_ref, version_of
+from adapter.storage.db import transaction, utcnow
 from ehr.client import FhirClient
 from ehr.errors import FhirError, FhirNotFoundError
 from ehr.notifications import IncomingNotification
 from ehr.patient import patient_reference
+from ehr.related import RelatedReader
 from ehr.subscriptions import SubscriptionSpec
 
 log = logging.getLogger(__name__)

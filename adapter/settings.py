@@ -327,7 +327,7 @@ class Settings(BaseSettings):
     def _quiet_hours(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from adapter.reminders import QuietHours  # late: the reminders module loads the storage models
+        from adapter.scheduling.reminders import QuietHours  # late: the reminders module loads the storage models
 
         QuietHours.parse(value)  # its QuietHoursError (a ValueError) says what a valid value looks like
         return value.strip()
@@ -605,4 +605,4 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(problems) from None
 
 
-decode_key = _decode_key  # for key files read outside the settings (adapter.keys)
+decode_key = _decode_key  # for key files read outside the settings (adapter.security.keys)

@@ -33,7 +33,7 @@ from adapter.audit.checkpoints import AuditKeeper
 from adapter.audit.signing import AuditSigner
 from adapter.audit.trail import Action, AuditEntry, Kind, record
 from adapter.audit.verify import verify_trail
-from adapter.db import make_engine, transaction, upgrade
+from adapter.storage.db import make_engine, transaction, upgrade
 from bench.harness import fresh_database, percentile
 from bench.machine_info import machine
 

@@ -38,7 +38,7 @@ import aiohttp
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from adapter.db import make_engine, transaction, upgrade
+from adapter.storage.db import make_engine, transaction, upgrade
 from bench.harness import fresh_database, percentile, serve
 from bench.machine_info import machine
 from portal_links.routes import build_link_router

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from adapter.db import make_engine, upgrade
-from adapter.sandbox_ehr import SandboxEhr, free_port
+from adapter.demo.sandbox_ehr import SandboxEhr, free_port
 from adapter.settings import DEMO_SECRET
+from adapter.storage.db import make_engine, upgrade
 from bench.harness import fresh_database, percentile
 from bench.machine_info import machine
 from bench.pipeline_throughput import (

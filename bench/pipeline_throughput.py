@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import phonenumbers
 
-from adapter.sandbox_ehr import SandboxEhr, free_port
+from adapter.demo.sandbox_ehr import SandboxEhr, free_port
 from adapter.settings import DEMO_SECRET
 from bench.machine_info import machine
 from ehr.hook_secrets import authorization_header, derive_secret
@@ -174,7 +174,7 @@ def _bridge_command() -> list[str]:
     if script.exists():
         return [str(script)]
     # Same interpreter either way, so the child's pid is the service's Python process.
-    return [sys.executable, "-c", "from adapter.cli import main; main()"]
+    return [sys.executable, "-c", "from adapter.cli.main import main; main()"]
 
 
 def _clean_env() -> dict[str, str]:

@@ -10,14 +10,14 @@ the EHR's own clock, never ours: the newest ``meta.lastUpdated`` seen so far (th
 a safety lag, because a transaction that commits late can carry an older timestamp than
 resources already seen. ``ge`` re-reads equal timestamps and the lag window on every poll; each
 change is still handled once because it is reported as (type, id, versionId), which the inbox
-dedupes on (:func:`adapter.inbox.dedupe_key`).
+dedupes on (:func:`adapter.feeds.inbox.dedupe_key`).
 
 Where polling starts: the EHR's clock at the first poll (:func:`server_now`, from the
 ``meta.lastUpdated`` of a search Bundle fetched through a ``batch``, http.html#transaction), so
 installing the bridge does not message patients about old changes.
 
 Everything here talks to the EHR only; the database side (watermark, inbox, audit, health) is
-:mod:`adapter.feeds`.
+:mod:`adapter.feeds.polling`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from mappings.fhir_time import NotAnInstant, parse_instant
 from mappings.fhirpath import evaluate
 
 LinkTarget = Literal["report", "appointment"]
-# The same vocabularies as portal_links.store.PORTAL_PATHS and adapter.action_tokens.ACTIONS.
+# The same vocabularies as portal_links.store.PORTAL_PATHS and adapter.outbox.action_tokens.ACTIONS.
 Action = Literal["confirm", "reschedule", "cancel", "talk_to_staff", "stop"]
 LINK_TARGETS: tuple[str, ...] = get_args(LinkTarget)
 ACTIONS: tuple[str, ...] = get_args(Action)

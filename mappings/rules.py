@@ -52,7 +52,7 @@ class Rule:
     buttons: tuple[ButtonParam, ...]
     languages: Mapping[PhiProfile, tuple[str, ...]]
     source_file: str
-    # Reminders before the appointment's start (adapter.reminders); ``reminder`` renders them.
+    # Reminders before the appointment's start (adapter.scheduling.reminders); ``reminder`` renders them.
     reminder_offsets: tuple[timedelta, ...] = ()
     reminder: Rule | None = None
 

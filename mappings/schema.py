@@ -43,7 +43,7 @@ class RuleSpec(_Strict):
     template: TemplateSpec
     body: list[BodyParam] = Field(default_factory=list)
     buttons: list[ButtonParam] = Field(default_factory=list)
-    # Reminders before an Appointment's start (adapter.reminders): offsets like "2d", "2h", "30m", sent
+    # Reminders before an Appointment's start (adapter.scheduling.reminders): offsets like "2d", "2h", "30m", sent
     # with ``reminder_template`` (same body as the rule, no buttons).
     reminders: list[str] = Field(default_factory=list, max_length=5)
     reminder_template: TemplateSpec | None = None

@@ -30,8 +30,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.db import utcnow
-from adapter.models import LinkRequest
+from adapter.storage.db import utcnow
+from portal_links.tables import LinkRequest
 
 FAILURE_OUTCOMES = frozenset({"unknown", "malformed", "expired"})
 

@@ -1,4 +1,4 @@
-"""The access log of portal links: one :class:`adapter.models.LinkRequest` row per request.
+"""The access log of portal links: one :class:`portal_links.tables.LinkRequest` row per request.
 
 A row says which link (its id, NULL when the token named none), what happened, from which client
 address, with which method and when, and a coarse user-agent class. It never holds the token or
@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.db import table_of
-from adapter.models import LinkRequest
+from adapter.storage.db import table_of
+from portal_links.tables import LinkRequest
 
 UA_CLASSES = ("whatsapp", "facebook", "headless", "browser", "bot", "other")
 _BOT_MARKS = ("bot", "crawl", "spider", "slurp", "preview", "curl/", "wget/", "python-", "httpx/", "aiohttp/",

@@ -19,8 +19,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.db import transaction, utcnow
-from adapter.models import LinkToken
+from adapter.storage.db import transaction, utcnow
+from portal_links.tables import LinkToken
 
 
 def _revoke(engine: Engine, condition: Any, now: datetime | None, agent: str, scope: str, *,

@@ -21,8 +21,8 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from adapter.db import RowSink, transaction, utcnow
-from adapter.models import LinkToken
+from adapter.storage.db import RowSink, transaction, utcnow
+from portal_links.tables import LinkToken
 
 from .requests import insert_request
 from .tokens import LinkSigner, TokenRefused, token_hash

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from adapter.db import make_engine, upgrade
 from adapter.settings import Settings, load_settings
+from adapter.storage.db import make_engine, upgrade
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "BRIDGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.audit.models import AuditEvent
+from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Kind
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"

@@ -29,8 +29,8 @@ from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from adapter.audit.models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending, AuditPurge
-from adapter.db import table_of, transaction, utcnow
+from adapter.audit.tables import AuditChain, AuditCheckpoint, AuditEvent, AuditPending, AuditPurge
+from adapter.storage.db import table_of, transaction, utcnow
 
 GENESIS = bytes(32)
 # pg_advisory_xact_lock key shared by the chainer, the checkpointer and the purge ("AUDITCHN").
@@ -59,7 +59,7 @@ def record_hash(prev_hash: bytes, event: Mapping[str, Any], seq: int) -> bytes:
 
 def lock_chain(session: Session) -> None:
     """Serialises chainers, checkpointers and purges across instances (PostgreSQL); on SQLite the
-    process's writer lock taken by :func:`adapter.db.transaction` does it (one instance)."""
+    process's writer lock taken by :func:`adapter.storage.db.transaction` does it (one instance)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
 

@@ -32,10 +32,10 @@ from sqlmodel import Session
 
 from adapter.audit.chain import canonical_time, chain_head, chain_pending, has_pending, lock_chain
 from adapter.audit.merkle import MerkleBuilder
-from adapter.audit.models import AuditChain, AuditCheckpoint, AuditPending
 from adapter.audit.signing import AuditKeyError, AuditPublicKey, AuditSigner
-from adapter.db import table_of, transaction, utcnow
+from adapter.audit.tables import AuditChain, AuditCheckpoint, AuditPending
 from adapter.settings import Settings
+from adapter.storage.db import table_of, transaction, utcnow
 
 log = logging.getLogger(__name__)
 

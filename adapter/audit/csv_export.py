@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from adapter.audit.search import EXPORT_COLUMNS, AuditQuery, iter_audit_values
 from adapter.audit.signing import AuditPublicKey, AuditSigner
-from adapter.db import utcnow
+from adapter.storage.db import utcnow
 
 COLUMNS = EXPORT_COLUMNS
 

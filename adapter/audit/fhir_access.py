@@ -22,11 +22,11 @@ from adapter.audit.trail import Action, AuditEntry, Kind, Outcome
 
 PATIENT_AGENT = "patient"  # write-backs: the patient asked (via WhatsApp); the service performed them
 _VIA = {"via": "whatsapp", "performer": "system"}
-# Why a write became a hand-off (adapter.writeback) -> the error class an auditor can count on.
+# Why a write became a hand-off (ehr.writeback) -> the error class an auditor can count on.
 _HANDOFF_ERRORS = {"write conflict": "FhirConflictError", "ehr locked": "FhirError:423",
                    "ehr dependency failed": "FhirError:424", "no version id": "NoVersionId",
                    "reschedule incomplete; two bookings": "FhirError"}
-_SLOT_SEARCH = ("schedule", "status", "start", "_sort", "_count")  # adapter.writeback._search_free
+_SLOT_SEARCH = ("schedule", "status", "start", "_sort", "_count")  # ehr.writeback._search_free
 
 
 def versioned_ref(resource: dict[str, Any] | None, fallback: str | None = None) -> str | None:
@@ -65,8 +65,8 @@ def query_entry(resource_type: str, params: Iterable[tuple[str, str]] | Iterable
 
 def writeback_entries(request_kind: str, *, appointment_ref: str | None, patient_ref: str, write: Any,
                       task_ref: str | None) -> list[AuditEntry]:
-    """The entries of one performed action request (:mod:`adapter.actions`): ``write`` is the
-    :class:`adapter.writeback.WriteOutcome` (None for hand-off requests), ``task_ref`` a Task created."""
+    """The entries of one performed action request (:mod:`adapter.conversation.actions`): ``write`` is the
+    :class:`ehr.writeback.WriteOutcome` (None for hand-off requests), ``task_ref`` a Task created."""
     entries: list[AuditEntry] = []
     detail = {"request": request_kind, **_VIA}
 
@@ -119,7 +119,7 @@ _REQUEST_KINDS: dict[str, tuple[Kind, Action]] = {
 
 def decide_reads(resource: dict[str, Any], patient: dict[str, Any] | None, patient_ref: str | None,
                  patient_wanted: bool) -> Sequence[AuditEntry]:
-    """What the decide step read (:mod:`adapter.decide`): the resource, re-read by id, and its Patient
+    """What the decide step read (:mod:`adapter.scheduling.decide`): the resource, re-read by id, and its Patient
     when a rule needed it (``patient_wanted``) — a Patient that was not found is recorded too."""
     entries = [read_entry(resource, patient_ref=patient_ref, step="decide")]
     if patient is not None:

@@ -13,9 +13,9 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.audit.models import LegalHold
+from adapter.audit.tables import LegalHold
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.db import transaction, utcnow
+from adapter.storage.db import transaction, utcnow
 
 
 class HoldNotFoundError(LookupError):

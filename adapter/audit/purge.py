@@ -28,9 +28,9 @@ from sqlmodel import Session
 
 from adapter.audit.chain import lock_chain
 from adapter.audit.holds import active_holds_in
-from adapter.audit.models import AuditChain, AuditCheckpoint, AuditEvent, AuditPurge
+from adapter.audit.tables import AuditChain, AuditCheckpoint, AuditEvent, AuditPurge
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.db import table_of, transaction, utcnow
+from adapter.storage.db import table_of, transaction, utcnow
 
 
 @dataclass(frozen=True)

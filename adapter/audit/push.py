@@ -21,9 +21,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.balp import to_audit_event
-from adapter.audit.models import AuditChain, AuditEvent
-from adapter.db import transaction, upsert, utcnow
-from adapter.models import ServiceFlag
+from adapter.audit.tables import AuditChain, AuditEvent
+from adapter.ops.tables import ServiceFlag
+from adapter.storage.db import transaction, upsert, utcnow
 
 PUSHED_FLAG = "audit_pushed_seq"
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from adapter.audit.balp import kinds_for_code
-from adapter.audit.models import AuditChain, AuditEvent
-from adapter.db import table_of
+from adapter.audit.tables import AuditChain, AuditEvent
+from adapter.storage.db import table_of
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000

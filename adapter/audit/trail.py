@@ -21,8 +21,8 @@ from enum import StrEnum
 from sqlalchemy import insert
 from sqlmodel import Session
 
-from adapter.audit.models import AuditEvent, AuditPending
-from adapter.db import table_of, utcnow
+from adapter.audit.tables import AuditEvent, AuditPending
+from adapter.storage.db import table_of, utcnow
 
 
 class Kind(StrEnum):

@@ -29,9 +29,9 @@ from sqlalchemy.engine import Engine
 from adapter.audit.chain import EVENT_COLUMNS, GENESIS, record_hash
 from adapter.audit.checkpoints import checkpoint_statement, statement_signature_ok
 from adapter.audit.merkle import MerkleBuilder
-from adapter.audit.models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending, AuditPurge
 from adapter.audit.signing import AuditPublicKey
-from adapter.db import table_of, utcnow
+from adapter.audit.tables import AuditChain, AuditCheckpoint, AuditEvent, AuditPending, AuditPurge
+from adapter.storage.db import table_of, utcnow
 
 BATCH = 5000
 

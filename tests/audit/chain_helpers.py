@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.db import transaction
+from adapter.storage.db import transaction
 
 
 def entry(patient: str = "Patient/example-1", n: int = 0) -> AuditEntry:

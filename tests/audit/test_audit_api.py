@@ -16,15 +16,15 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.access.credentials import create_credential
-from adapter.access.roles import AccessControl, Role
-from adapter.admin_api import build_admin_router
 from adapter.audit.csv_export import verify_export_bytes
-from adapter.audit.models import AuditEvent
 from adapter.audit.signing import AuditSigner
+from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.audit_api import MANIFEST_HEADER, build_audit_router
-from adapter.db import transaction
+from adapter.http.admin_api import build_admin_router
+from adapter.http.audit_api import MANIFEST_HEADER, build_audit_router
+from adapter.security.credentials import create_credential
+from adapter.security.roles import AccessControl, Role
+from adapter.storage.db import transaction
 from tests.support.asgi_server import serve_in_thread
 
 OBSERVER = "bridge.hospital.example"

@@ -13,11 +13,11 @@ from sqlalchemy.exc import DBAPIError
 from adapter.audit.chain import chain_pending
 from adapter.audit.checkpoints import make_checkpoint
 from adapter.audit.holds import HoldNotFoundError, active_holds, place_hold, release_hold
-from adapter.audit.models import AuditChain, AuditCheckpoint, AuditEvent, AuditPurge
 from adapter.audit.purge import purge_audit
 from adapter.audit.signing import AuditSigner
+from adapter.audit.tables import AuditChain, AuditCheckpoint, AuditEvent, AuditPurge
 from adapter.audit.verify import verify_trail
-from adapter.db import table_of, utcnow
+from adapter.storage.db import table_of, utcnow
 from tests.audit.chain_helpers import record_events
 
 SIGNER = AuditSigner.throwaway()

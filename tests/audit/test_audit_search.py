@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from adapter.audit.models import AuditChain
 from adapter.audit.search import AuditQueryError, iter_audit, parse_query, search_audit
+from adapter.audit.tables import AuditChain
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.db import table_of, transaction
+from adapter.storage.db import table_of, transaction
 
 
 def _at(day: int, hour: int = 12) -> datetime:

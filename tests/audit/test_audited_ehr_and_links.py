@@ -19,14 +19,15 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from adapter.app import Service, build_service, start, stop
-from adapter.audit.models import AuditEvent
+from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Kind
-from adapter.cli import app as cli_app
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import transaction, utcnow
-from adapter.inbox import InboxStore
-from adapter.models import ActionRequest, InboxEvent, ResourceState
+from adapter.cli.main import app as cli_app
+from adapter.conversation.tables import ActionRequest
+from adapter.feeds.inbox import InboxStore
+from adapter.feeds.tables import InboxEvent, ResourceState
+from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.settings import load_settings
+from adapter.storage.db import transaction, utcnow
 from ehr.hook_secrets import authorization_header, derive_secret
 from ehr.intake import build_intake_router
 from portal_links.routes import build_link_router
@@ -166,7 +167,7 @@ async def test_a_handoff_records_the_creation_of_its_task(service: Service) -> N
 async def test_an_unreachable_ehr_records_each_failed_attempt_then_the_giving_up(engine: Engine) -> None:
     import socket
 
-    from adapter.actions import MAX_ATTEMPTS
+    from adapter.conversation.actions import MAX_ATTEMPTS
 
     with socket.socket() as probe:  # a port nobody listens on: every EHR call is refused at once
         probe.bind(("127.0.0.1", 0))
@@ -207,7 +208,7 @@ class LinkSite:
             return self.store.mint(session, **values)
 
     def link_id(self, token: str) -> int:
-        from adapter.models import LinkToken
+        from portal_links.tables import LinkToken
 
         with Session(self.engine) as session:
             found = session.exec(select(col(LinkToken.id)).where(col(LinkToken.token_hash) == token_hash(token))).one()
@@ -354,7 +355,7 @@ def test_a_cli_consent_grant_records_an_admin_entry_naming_the_operator(
 
 def test_a_reschedule_records_the_new_booking_and_the_cancelled_one() -> None:
     from adapter.audit.fhir_access import writeback_entries
-    from adapter.writeback import WriteOutcome
+    from ehr.writeback import WriteOutcome
 
     new = {"resourceType": "Appointment", "id": "example-10", "meta": {"versionId": "1"}}
     entries = writeback_entries("reschedule_pick", appointment_ref="Appointment/example-9",
@@ -366,7 +367,7 @@ def test_a_reschedule_records_the_new_booking_and_the_cancelled_one() -> None:
 
 def test_a_conflict_that_persisted_records_a_failed_update_and_the_task_created_for_it() -> None:
     from adapter.audit.fhir_access import writeback_entries
-    from adapter.writeback import WriteOutcome
+    from ehr.writeback import WriteOutcome
 
     current = {"resourceType": "Appointment", "id": "example-9", "meta": {"versionId": "4"}}
     outcome = WriteOutcome("handoff", current, task_ref="Task/example-3",

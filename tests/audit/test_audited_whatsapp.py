@@ -18,17 +18,17 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.audit.models import AuditEvent
-from adapter.chat import ChatReplies
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import transaction, utcnow
-from adapter.dispatch import Dispatcher, RetryPolicy
-from adapter.fallback_hook import FallbackHook
-from adapter.inbound import InboundProcessor
-from adapter.models import OutboxMessage
-from adapter.outbox import OutboxStore, SendOutcome, callback_data
-from adapter.statuses import apply_pending, store_batch
-from adapter.webhooks import build_webhook_router
+from adapter.audit.tables import AuditEvent
+from adapter.conversation.chat import ChatReplies
+from adapter.conversation.inbound import InboundProcessor
+from adapter.http.whatsapp_webhook import build_webhook_router
+from adapter.outbox.dispatch import Dispatcher, RetryPolicy
+from adapter.outbox.fallback_hook import FallbackHook
+from adapter.outbox.statuses import apply_pending, store_batch
+from adapter.outbox.store import OutboxStore, SendOutcome, callback_data
+from adapter.outbox.tables import OutboxMessage
+from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.storage.db import transaction, utcnow
 from mappings.conversation import Conversation
 from tests.support.asgi_server import serve_in_thread
 from tests.support.stores import outbox_store

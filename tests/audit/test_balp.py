@@ -12,7 +12,7 @@ from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from adapter.audit.balp import BALP, DCM, KIND_SYSTEM, SEQ_SYSTEM, kinds_for_code, to_audit_event, to_bundle
-from adapter.audit.models import AuditEvent
+from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, as_row
 
 AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

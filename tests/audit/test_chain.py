@@ -11,9 +11,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from adapter.audit.chain import GENESIS, canonical_bytes, chain_head, chain_pending, has_pending
-from adapter.audit.models import AuditChain, AuditEvent, AuditPending
+from adapter.audit.tables import AuditChain, AuditEvent, AuditPending
 from adapter.audit.trail import as_row, record
-from adapter.db import table_of, transaction
+from adapter.storage.db import table_of, transaction
 from tests.audit.chain_helpers import entry, record_events
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)

@@ -25,10 +25,10 @@ from adapter.audit.checkpoints import (
     statement_signature_ok,
 )
 from adapter.audit.merkle import EmptyMerkleTreeError, merkle_root
-from adapter.audit.models import AuditChain, AuditCheckpoint
 from adapter.audit.signing import AuditKeyError, AuditSigner
-from adapter.db import table_of
+from adapter.audit.tables import AuditChain, AuditCheckpoint
 from adapter.settings import Settings
+from adapter.storage.db import table_of
 from tests.audit.chain_helpers import record_events
 
 

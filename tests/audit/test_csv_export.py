@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from adapter.audit.csv_export import COLUMNS, export_csv, manifest_path, render_csv, verify_export
 from adapter.audit.signing import AuditSigner
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.db import transaction, utcnow
+from adapter.storage.db import transaction, utcnow
 
 
 def _seed(engine: Engine) -> None:

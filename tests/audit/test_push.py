@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from adapter.audit.models import AuditChain
 from adapter.audit.push import keep_pushing, push_audit_events, pushed_seq
+from adapter.audit.tables import AuditChain
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.audit_api import FhirPatientDirectory
-from adapter.db import table_of, transaction
+from adapter.http.audit_api import FhirPatientDirectory
+from adapter.storage.db import table_of, transaction
 from ehr.client import FhirClient
 from ehr.errors import FhirError
 from tests.support.fixtures import fhir_client, fhir_server  # noqa: F401  (fixtures)

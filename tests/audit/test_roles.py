@@ -14,12 +14,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from adapter.access.credentials import create_credential, digest
-from adapter.access.roles import Role
-from adapter.audit.models import ApiCredential, ApiSession, AuditEvent
+from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Kind
-from adapter.cli_access import credentials_app
-from adapter.db import make_engine, table_of, transaction, upgrade, utcnow
+from adapter.cli.credentials import credentials_app
+from adapter.security.credentials import create_credential, digest
+from adapter.security.roles import Role
+from adapter.security.tables import ApiCredential, ApiSession
+from adapter.storage.db import make_engine, table_of, transaction, upgrade, utcnow
 from tests.audit.test_audit_api import Api, running_api
 
 READ, EXPORT, RESOLVE, STATUS, PAUSE = "read", "export", "resolve", "status", "pause"

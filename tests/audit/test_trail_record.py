@@ -8,9 +8,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from adapter.audit.models import AuditEvent, AuditPending
+from adapter.audit.tables import AuditEvent, AuditPending
 from adapter.audit.trail import Action, AuditDetailError, AuditEntry, Kind, record
-from adapter.db import transaction
+from adapter.storage.db import transaction
 
 
 def _entry(patient: str = "Patient/example-1") -> AuditEntry:

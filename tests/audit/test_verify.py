@@ -13,7 +13,7 @@ from adapter.audit.chain import chain_pending
 from adapter.audit.checkpoints import load_exported, make_checkpoint
 from adapter.audit.signing import AuditSigner
 from adapter.audit.verify import verify_trail
-from adapter.db import utcnow
+from adapter.storage.db import utcnow
 from tests.audit.chain_helpers import blob, record_events, tamper
 
 SIGNER = AuditSigner.throwaway()
@@ -63,8 +63,8 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(engine: Engine, tr
     from sqlalchemy import select
 
     from adapter.audit.chain import GENESIS, record_hash
-    from adapter.audit.models import AuditChain, AuditEvent
-    from adapter.db import table_of
+    from adapter.audit.tables import AuditChain, AuditEvent
+    from adapter.storage.db import table_of
 
     tamper(engine, f"UPDATE audit_event SET agent = 'user:someone-else' WHERE id = {trail[2]}")
     chain, events = table_of(AuditChain), table_of(AuditEvent)
@@ -173,8 +173,8 @@ def test_the_cli_chains_verifies_and_exits_1_naming_the_first_bad_record(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from adapter.cli_audit import audit_app
-    from adapter.db import make_engine, upgrade
+    from adapter.cli.audit import audit_app
+    from adapter.storage.db import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'bridge.db'}"
     key = tmp_path / "audit.pem"

@@ -24,10 +24,9 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.feed_models import BackportFeed
-from adapter.feeds_backport import BackportFeedConfig, BackportFeedMonitor, feed_health
-from adapter.inbox import InboxStore
-from adapter.models import InboxEvent
+from adapter.feeds.backport_monitor import BackportFeedConfig, BackportFeedMonitor, feed_health
+from adapter.feeds.inbox import InboxStore
+from adapter.feeds.tables import BackportFeed, InboxEvent
 from ehr.auth import FhirAuth
 from ehr.backport import EXT_CONTENT, BackportSpec, PayloadContent, discover_topics
 from ehr.client import FhirClient

@@ -16,9 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.feed_models import BackportFeed
-from adapter.feeds_backport import BackportFeedConfig, BackportFeedMonitor
-from adapter.models import InboxEvent
+from adapter.feeds.backport_monitor import BackportFeedConfig, BackportFeedMonitor
+from adapter.feeds.tables import BackportFeed, InboxEvent
 from ehr.auth import FhirAuth
 from ehr.backport import BackportSpec
 from ehr.backport_events import BackportStatus, GapMode, NotificationEvent

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapter.inbox import dedupe_key
+from adapter.feeds.inbox import dedupe_key
 from adapter.settings import Settings
 from ehr.backport import BackportSpec, build_subscription, supports_events
 from ehr.backport_events import BackportNotification, EventCursor, event_numbers, parse_status

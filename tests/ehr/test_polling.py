@@ -1,4 +1,4 @@
-"""Polling (ehr.polling + adapter.feeds.poll_once) against a real sekmet server and both databases.
+"""Polling (ehr.polling + adapter.feeds.polling.poll_once) against a real sekmet server and both databases.
 
 The server is this module's own (so a poll sees only what these tests write). Equal and late
 timestamps are what a busy EHR produces: several commits in the same millisecond, and a
@@ -22,10 +22,9 @@ import pytest_asyncio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.audit.models import AuditEvent
-from adapter.feeds import feed_health, poll_once, polled_feeds
-from adapter.models import InboxEvent
-from adapter.poll_models import FeedState
+from adapter.audit.tables import AuditEvent
+from adapter.feeds.polling import feed_health, poll_once, polled_feeds
+from adapter.feeds.tables import FeedState, InboxEvent
 from ehr.client import FhirClient
 from ehr.polling import PollFeed, format_instant, parse_instant, poll_since
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS
@@ -189,7 +188,7 @@ def test_the_cli_polls_now_and_reports_feed_status(
 ) -> None:
     from typer.testing import CliRunner
 
-    from adapter.cli_feeds import feeds_app
+    from adapter.cli.feeds import feeds_app
 
     monkeypatch.setenv("BRIDGE_MODE", "demo")
     monkeypatch.setenv("BRIDGE_DATABASE_URL", f"sqlite:///{tmp_path / 'bridge.db'}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adapter.cli_smart import smart_app
+from adapter.cli.smart import smart_app
 from adapter.settings import SettingsError, load_settings
 from ehr.auth import auth_from_settings
 from ehr.client import FhirClient

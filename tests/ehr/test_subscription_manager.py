@@ -1,4 +1,4 @@
-"""The subscription manager and feed health (adapter.feeds) against the real sekmet server.
+"""The subscription manager and feed health (adapter.feeds.polling) against the real sekmet server.
 
 Endpoints point at a closed loopback port under a per-test path (nothing is delivered from here)
 and every Subscription a test leaves is deleted, so tests cannot see each other's.
@@ -15,15 +15,15 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.engine import Engine
 
-from adapter.feed_runner import FeedRunner
-from adapter.feeds import (
+from adapter.feeds.inbox import InboxStore
+from adapter.feeds.polling import (
     check_subscriptions,
     feed_health,
     manage_subscriptions_once,
     polled_feeds,
     subscribed_specs,
 )
-from adapter.inbox import InboxStore
+from adapter.feeds.runner import FeedRunner
 from ehr.client import FhirClient
 from ehr.notifications import IncomingNotification
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, notify_endpoint

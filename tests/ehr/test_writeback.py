@@ -1,4 +1,4 @@
-"""adapter.writeback against the real sekmet FHIR server: If-Match, conflicts, hand-off Tasks,
+"""ehr.writeback against the real sekmet FHIR server: If-Match, conflicts, hand-off Tasks,
 staleness, cancel + slot release, and the reschedule transaction."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from adapter.writeback import AppointmentWriter, WriteOutcome
 from ehr.auth import FhirAuth
 from ehr.capabilities import CapabilityCache, ServerCapabilities
 from ehr.client import FhirClient
+from ehr.writeback import AppointmentWriter, WriteOutcome
 from tests.support.fhir_server import RunningFhirServer
 from tests.support.synthetic import (
     reference,

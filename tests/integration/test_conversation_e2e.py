@@ -18,9 +18,9 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from adapter.db import make_engine
-from adapter.demo import DemoStack, start_stack, wait_for
-from adapter.models import ActionRequest, InboundMessage
+from adapter.conversation.tables import ActionRequest, InboundMessage
+from adapter.demo.run import DemoStack, start_stack, wait_for
+from adapter.storage.db import make_engine
 from mappings.conversation import Conversation
 from tests.support.e2e import create, ehr_client, health, patient, read, sent_to
 from tests.support.synthetic import SYNTHETIC_TAG

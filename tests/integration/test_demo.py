@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapter.demo import run_demo
+from adapter.demo.run import run_demo
 
 pytestmark = pytest.mark.fhir
 

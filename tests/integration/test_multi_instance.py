@@ -21,7 +21,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.models import InboxEvent, OutboxMessage
+from adapter.feeds.tables import InboxEvent
+from adapter.outbox.tables import OutboxMessage
 from bench.multi_instance import Cluster, book, notify, outcome
 from bench.pipeline_throughput import Database, fictional_numbers
 

@@ -12,10 +12,11 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import make_engine, transaction
-from adapter.demo import DemoStack, start_stack, wait_for
-from adapter.models import InboxEvent, NotificationSkip, OutboxMessage
+from adapter.demo.run import DemoStack, start_stack, wait_for
+from adapter.feeds.tables import InboxEvent
+from adapter.outbox.tables import NotificationSkip, OutboxMessage
+from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.storage.db import make_engine, transaction
 from ehr.hook_secrets import authorization_header, derive_secret
 from portal_links.tokens import LinkSigner
 from tests.support.e2e import create, ehr_client, health, patient, sent_to

@@ -26,20 +26,22 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.app import create_app
-from adapter.cli_keys import GRACE_SECONDS
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import make_engine, transaction, upgrade, utcnow
-from adapter.demo import wait_for
-from adapter.key_rotation import key_usage, reencrypt, reindex
-from adapter.keys import Keyring, LocalWrappingKey
-from adapter.models import InboundMessage, OutboxMessage, RecipientPace, ServiceFlag
+from adapter.cli.keys import GRACE_SECONDS
+from adapter.conversation.tables import InboundMessage
+from adapter.demo.run import wait_for
+from adapter.maintenance.key_rotation import key_usage, reencrypt, reindex
+from adapter.ops.tables import ServiceFlag
+from adapter.outbox.tables import OutboxMessage, RecipientPace
+from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.security.keys import Keyring, LocalWrappingKey
 from adapter.settings import load_settings
+from adapter.storage.db import make_engine, transaction, upgrade, utcnow
 from tests.support.asgi_server import serve_in_thread
 from tests.support.e2e import emulator_for, point_webhooks
 
 PATIENTS = 8
 TEMPLATE = {"name": "service_update", "language": {"code": "en_US"}}
-CLI = "from adapter.cli_keys import keys_app; keys_app(prog_name='bridge keys')"
+CLI = "from adapter.cli.keys import keys_app; keys_app(prog_name='bridge keys')"
 
 
 def number(i: int) -> str:
@@ -181,7 +183,7 @@ def inbound_done(engine: object) -> int:
 
 
 def rotate_in_process(engine: Engine, keyring: Path, kek: str) -> None:
-    """SQLite: one instance, whose writers take turns in-process (adapter.db). A second writer process
+    """SQLite: one instance, whose writers take turns in-process (adapter.storage.db). A second writer process
     would make the service's read-then-write steps fail with "database is locked", so on SQLite the
     rotation runs beside the service in its process, on its engine, exactly as the CLI would run it."""
     ring = Keyring.load(keyring, LocalWrappingKey(base64.urlsafe_b64decode(kek)))

@@ -22,12 +22,14 @@ import pytest
 from sqlmodel import Session, col, select
 
 from adapter.app import Service, create_app
-from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
-from adapter.control import resume_sending
-from adapter.db import transaction, utcnow
-from adapter.demo import wait_for
-from adapter.models import ConsentRecord, InboundMessage, OutboxMessage, SendAttempt
+from adapter.conversation.tables import InboundMessage
+from adapter.demo.run import wait_for
+from adapter.outbox.circuit_breaker import resume_sending
+from adapter.outbox.tables import OutboxMessage, SendAttempt
+from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
+from adapter.recipients.tables import ConsentRecord
 from adapter.settings import DEMO_SECRET, Settings, load_settings
+from adapter.storage.db import transaction, utcnow
 from tests.support.asgi_server import serve_in_thread
 from tests.support.e2e import emulator_for, point_webhooks
 from whatsapp.emulator import EmulatorServer
@@ -369,7 +371,7 @@ def test_a_paused_template_switches_sends_to_the_fallback_and_alerts(stack: Stac
                    json={"name": "results_ready", "language": "en_US", "status": status}).raise_for_status()
 
     def state() -> str | None:
-        from adapter.models import TemplateState
+        from adapter.outbox.tables import TemplateState
 
         with Session(stack.service.engine) as session:
             row = session.get(TemplateState, ("results_ready", "en_US"))

@@ -13,13 +13,14 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.actions import MAX_ATTEMPTS, ActionRunner
-from adapter.alerts import open_alerts
-from adapter.chat import ChatReplies
-from adapter.db import transaction, utcnow
-from adapter.models import ActionRequest, Conversation, OutboxMessage
-from adapter.writeback import WriteOutcome
+from adapter.conversation.actions import MAX_ATTEMPTS, ActionRunner
+from adapter.conversation.chat import ChatReplies
+from adapter.conversation.tables import ActionRequest, Conversation
+from adapter.ops.alerts import open_alerts
+from adapter.outbox.tables import OutboxMessage
+from adapter.storage.db import transaction, utcnow
 from ehr.errors import FhirUnavailableError
+from ehr.writeback import WriteOutcome
 from mappings.conversation import Conversation as Texts
 from tests.support.asgi_server import serve_in_thread
 from tests.support.stores import outbox_store
@@ -28,7 +29,7 @@ NUMBER = "+12015550181"
 
 
 class FakeWriter:
-    """An :class:`adapter.writeback.AppointmentWriter` stand-in: answers from a script, counts calls."""
+    """An :class:`ehr.writeback.AppointmentWriter` stand-in: answers from a script, counts calls."""
 
     def __init__(self, *, confirm: WriteOutcome | Exception | None = None) -> None:
         self.confirm_answer = confirm

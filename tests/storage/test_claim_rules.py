@@ -9,13 +9,14 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.alerts import open_alerts
-from adapter.consent import OPTED_OUT, set_consent
-from adapter.control import resume_sending, sending_paused
-from adapter.db import transaction, utcnow
-from adapter.models import OutboxMessage, WhatsAppContact
-from adapter.outbox import OutboxStore, SendOutcome
-from adapter.templates import record_states
+from adapter.ops.alerts import open_alerts
+from adapter.outbox.circuit_breaker import resume_sending, sending_paused
+from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.tables import OutboxMessage
+from adapter.outbox.templates import record_states
+from adapter.recipients.consent import OPTED_OUT, set_consent
+from adapter.recipients.tables import WhatsAppContact
+from adapter.storage.db import transaction, utcnow
 from tests.support.stores import outbox_store
 
 TEMPLATE = {"name": "results_ready", "language": {"code": "en_US"}, "components": []}

@@ -14,14 +14,16 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.action_tokens import mint_action_token
-from adapter.chat import ChatReplies
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import transaction, utcnow
-from adapter.inbound import InboundProcessor
-from adapter.models import InboundMessage, OutboxMessage, WhatsAppContact
-from adapter.outbox import OutboxStore, SendOutcome
-from adapter.statuses import store_batch
+from adapter.conversation.chat import ChatReplies
+from adapter.conversation.inbound import InboundProcessor
+from adapter.conversation.tables import InboundMessage
+from adapter.outbox.action_tokens import mint_action_token
+from adapter.outbox.statuses import store_batch
+from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.tables import OutboxMessage
+from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.recipients.tables import WhatsAppContact
+from adapter.storage.db import transaction, utcnow
 from mappings.conversation import Conversation
 from portal_links.store import LinkStore
 from portal_links.tokens import LinkSigner

@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.alerts import open_alerts
-from adapter.control import sending_paused
-from adapter.db import transaction, utcnow
-from adapter.models import OutboxMessage, WhatsAppContact
-from adapter.outbox import OutboxStore, SendOutcome
-from adapter.statuses import apply_pending, store_batch
+from adapter.ops.alerts import open_alerts
+from adapter.outbox.circuit_breaker import sending_paused
+from adapter.outbox.statuses import apply_pending, store_batch
+from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.tables import OutboxMessage
+from adapter.recipients.tables import WhatsAppContact
+from adapter.storage.db import transaction, utcnow
 from tests.support.stores import outbox_store
 from whatsapp.webhook import parse_webhook
 

@@ -10,14 +10,16 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.action_tokens import mint_action_token
-from adapter.chat import ChatReplies
-from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
-from adapter.db import transaction, utcnow
-from adapter.inbound import InboundProcessor
-from adapter.models import ConsentRecord, InboundMessage, OutboxMessage, WhatsAppContact
-from adapter.outbox import OutboxStore
-from adapter.statuses import store_batch
+from adapter.conversation.chat import ChatReplies
+from adapter.conversation.inbound import InboundProcessor
+from adapter.conversation.tables import InboundMessage
+from adapter.outbox.action_tokens import mint_action_token
+from adapter.outbox.statuses import store_batch
+from adapter.outbox.store import OutboxStore
+from adapter.outbox.tables import OutboxMessage
+from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
+from adapter.recipients.tables import ConsentRecord, WhatsAppContact
+from adapter.storage.db import transaction, utcnow
 from mappings.conversation import Conversation
 from tests.support.stores import outbox_store
 from whatsapp.webhook import parse_webhook

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
-from adapter.inbox import InboxStore
+from adapter.feeds.inbox import InboxStore
 from ehr.notifications import IncomingNotification
 
 

@@ -17,11 +17,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from adapter.audit.models import AuditEvent
-from adapter.chat import conversation_of
-from adapter.cli_keys import keys_app
-from adapter.contacts import ContactBook, legacy_phone_context
-from adapter.crypto import (
+from adapter.audit.tables import AuditEvent
+from adapter.cli.keys import keys_app
+from adapter.conversation.chat import conversation_of
+from adapter.conversation.inbound import content_context
+from adapter.conversation.tables import ActionRequest, Conversation, InboundMessage
+from adapter.maintenance.key_rotation import key_usage, reencrypt, reindex
+from adapter.outbox.store import ClaimRules, OutboxStore, recipient_context
+from adapter.outbox.tables import OutboxMessage, RecipientPace, WhatsAppStatus
+from adapter.outbox.templates import TemplateGate
+from adapter.recipients.contacts import ContactBook, legacy_phone_context
+from adapter.recipients.tables import WhatsAppContact
+from adapter.security.crypto import (
     BlindIndex,
     DecryptionError,
     FieldCipher,
@@ -33,21 +40,8 @@ from adapter.crypto import (
     legacy_index_key,
     unb64,
 )
-from adapter.db import table_of, transaction, utcnow
-from adapter.inbound import content_context
-from adapter.key_rotation import key_usage, reencrypt, reindex
-from adapter.keys import Keyring, LocalWrappingKey
-from adapter.models import (
-    ActionRequest,
-    Conversation,
-    InboundMessage,
-    OutboxMessage,
-    RecipientPace,
-    WhatsAppContact,
-    WhatsAppStatus,
-)
-from adapter.outbox import ClaimRules, OutboxStore, recipient_context
-from adapter.templates import TemplateGate
+from adapter.security.keys import Keyring, LocalWrappingKey
+from adapter.storage.db import table_of, transaction, utcnow
 
 PATIENTS = 7
 
@@ -214,7 +208,7 @@ def test_the_cli_shows_ids_never_keys_and_retires_only_unused_keys(engine: Engin
     for name, value in (("MODE", "demo"), ("DATABASE_URL", database_url), ("KEYRING_FILE", str(keyring)),
                         ("KEY_WRAPPING_KEY", kek)):
         monkeypatch.setenv(f"BRIDGE_{name}", value)
-    monkeypatch.setattr("adapter.cli_keys.GRACE_SECONDS", 0.0)
+    monkeypatch.setattr("adapter.cli.keys.GRACE_SECONDS", 0.0)
     runner = CliRunner()
     created = runner.invoke(keys_app, ["init-keyring"])
     assert created.exit_code == 0, created.output

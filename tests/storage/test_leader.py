@@ -19,14 +19,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.audit.models import AuditEvent
-from adapter.db import make_engine, transaction, utcnow
-from adapter.dispatch import Dispatcher, RetryPolicy
-from adapter.inbox import InboxStore
-from adapter.instances import Leadership, hold_instance, sqlite_lock_path
-from adapter.models import OutboxMessage
-from adapter.outbox import ClaimRules, OutboxStore, SendOutcome, _take_pace
+from adapter.audit.tables import AuditEvent
+from adapter.feeds.inbox import InboxStore
+from adapter.ops.instances import Leadership, hold_instance, sqlite_lock_path
+from adapter.outbox.dispatch import Dispatcher, RetryPolicy
+from adapter.outbox.store import ClaimRules, OutboxStore, SendOutcome, _take_pace
+from adapter.outbox.tables import OutboxMessage
 from adapter.settings import Settings, SettingsError, load_settings
+from adapter.storage.db import make_engine, transaction, utcnow
 from ehr.notifications import IncomingNotification
 from tests.support.stores import contact_book, outbox_store
 from whatsapp.sender import SendResult
@@ -76,7 +76,7 @@ def test_sqlite_is_always_its_own_leader(tmp_path: Path) -> None:
 
 _SECOND_PROCESS = textwrap.dedent("""
     import sys
-    from adapter.instances import SingleInstanceError, hold_instance
+    from adapter.ops.instances import SingleInstanceError, hold_instance
     try:
         hold_instance(sys.argv[1])
     except SingleInstanceError as error:

@@ -17,12 +17,12 @@ from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.db import transaction, utcnow
-from adapter.models import LinkRequest, LinkToken
+from adapter.storage.db import transaction, utcnow
 from portal_links.guard import ProbeGuard, recent_rate_limited
 from portal_links.requests import classify_user_agent, insert_request
 from portal_links.revocation import revoke_created_between, revoke_link, revoke_message, revoke_patient
 from portal_links.store import LinkOutcome, LinkStore
+from portal_links.tables import LinkRequest, LinkToken
 from portal_links.tokens import LinkSigner, TokenProblem, TokenRefused, key_id_for, token_hash
 
 KEY, OLD_KEY, OLDER_KEY = b"L" * 32, b"O" * 32, b"Q" * 32

@@ -9,9 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from adapter.action_tokens import mint_action_token, resolve_action_token
-from adapter.consent import OPTED_IN, OPTED_OUT, AssumedConsent, RegistryConsent, set_consent
-from adapter.db import transaction
+from adapter.outbox.action_tokens import mint_action_token, resolve_action_token
+from adapter.recipients.consent import OPTED_IN, OPTED_OUT, AssumedConsent, RegistryConsent, set_consent
+from adapter.storage.db import transaction
 from portal_links.store import LinkOutcome, LinkStore
 from portal_links.tokens import LinkSigner, TokenProblem, TokenRefused
 

@@ -10,9 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.db import transaction, utcnow
-from adapter.models import OutboxMessage, SendAttempt
-from adapter.outbox import OutboxStore, SendOutcome, outbox_id_from_callback
+from adapter.outbox.store import OutboxStore, SendOutcome, outbox_id_from_callback
+from adapter.outbox.tables import OutboxMessage, SendAttempt
+from adapter.storage.db import transaction, utcnow
 from tests.support.stores import outbox_store
 
 RECIPIENT = "+12015550123"

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.db import transaction
-from adapter.models import OutboxMessage
-from adapter.reminder_gate import ReminderGate
-from adapter.reminders import QuietHours, ReminderPolicy
+from adapter.outbox.tables import OutboxMessage
+from adapter.scheduling.reminder_gate import ReminderGate
+from adapter.scheduling.reminders import QuietHours, ReminderPolicy
+from adapter.storage.db import transaction
 from tests.support.stores import outbox_store
 
 ZONE = ZoneInfo("America/New_York")

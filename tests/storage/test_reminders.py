@@ -14,11 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.app import build_service
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import transaction
-from adapter.decide import Decider
-from adapter.models import NotificationSkip, OutboxMessage
-from adapter.reminders import (
+from adapter.outbox.tables import NotificationSkip, OutboxMessage
+from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.scheduling.decide import Decider
+from adapter.scheduling.reminders import (
     QuietHours,
     QuietHoursError,
     ReminderPolicy,
@@ -28,6 +27,7 @@ from adapter.reminders import (
     parse_key,
 )
 from adapter.settings import load_settings
+from adapter.storage.db import transaction
 from tests.support.synthetic import synthetic_appointment, synthetic_patient
 
 ZONE = ZoneInfo("Europe/Madrid")

@@ -13,27 +13,18 @@ from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.action_tokens import mint_action_token
-from adapter.audit.models import AuditEvent, LegalHold
-from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
-from adapter.db import table_of, transaction, utcnow
-from adapter.models import (
-    ActionRequest,
-    ActionToken,
-    ConsentRecord,
-    InboundMessage,
-    LinkRequest,
-    LinkToken,
-    NotificationSkip,
-    OutboxMessage,
-    SendAttempt,
-    WhatsAppContact,
-    WhatsAppStatus,
-)
-from adapter.outbox import OutboxStore
-from adapter.retention import CATEGORY_NAMES, OPT_OUT_GRACE, RetentionPolicy, run_retention
+from adapter.audit.tables import AuditEvent, LegalHold
+from adapter.conversation.tables import ActionRequest, InboundMessage
+from adapter.maintenance.retention import CATEGORY_NAMES, OPT_OUT_GRACE, RetentionPolicy, run_retention
+from adapter.outbox.action_tokens import mint_action_token
+from adapter.outbox.store import OutboxStore
+from adapter.outbox.tables import ActionToken, NotificationSkip, OutboxMessage, SendAttempt, WhatsAppStatus
+from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
+from adapter.recipients.tables import ConsentRecord, WhatsAppContact
+from adapter.storage.db import table_of, transaction, utcnow
 from portal_links.requests import insert_request
 from portal_links.store import LinkStore
+from portal_links.tables import LinkRequest, LinkToken
 from portal_links.tokens import LinkSigner
 from tests.support.stores import outbox_store
 
@@ -302,7 +293,7 @@ def test_a_legal_hold_keeps_the_rows_it_covers(engine: Engine, held: str | None)
 
 
 def cli_engine(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    from adapter.db import make_engine, upgrade
+    from adapter.storage.db import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'bridge.db'}"
     monkeypatch.setenv("BRIDGE_MODE", "demo")
@@ -315,7 +306,7 @@ def cli_engine(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Engine:
 def test_the_cli_counts_then_purges(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from adapter.cli_retention import retention_app
+    from adapter.cli.retention import retention_app
 
     engine = cli_engine(tmp_path, monkeypatch)
     skip(engine, "old", utcnow() - timedelta(days=400))
@@ -335,7 +326,7 @@ def test_the_cli_counts_then_purges(tmp_path: Any, monkeypatch: pytest.MonkeyPat
 def test_the_cli_purges_audit_records_only_when_asked(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from adapter.cli_retention import retention_app
+    from adapter.cli.retention import retention_app
 
     engine = cli_engine(tmp_path, monkeypatch)
     runner = CliRunner()

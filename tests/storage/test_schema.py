@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import adapter.models  # noqa: F401 - registers the tables
-from adapter.db import make_engine, upgrade
+import adapter.schema  # noqa: F401 - registers the tables
+from adapter.storage.db import make_engine, upgrade
 
 
 def test_migrations_match_the_models(database_url: str) -> None:

@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests on a :class:`adapter.demo.DemoStack` (EHR, emulator, service)."""
+"""Helpers for end-to-end tests on a :class:`adapter.demo.run.DemoStack` (EHR, emulator, service)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import make_engine, transaction
-from adapter.demo import DemoStack
+from adapter.demo.run import DemoStack
+from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.settings import DEMO_SECRET, Settings
+from adapter.storage.db import make_engine, transaction
 from tests.support.synthetic import synthetic_patient
 from whatsapp.emulator.config import EmulatorConfig
 from whatsapp.emulator.server import EmulatorServer

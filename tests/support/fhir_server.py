@@ -1,4 +1,4 @@
-"""The real FHIR R4 test server for tests: :class:`adapter.sandbox_ehr.SandboxEhr` (one launcher
+"""The real FHIR R4 test server for tests: :class:`adapter.demo.sandbox_ehr.SandboxEhr` (one launcher
 for the demo, the tests and the benchmarks)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adapter.sandbox_ehr import NotifyMethod, SandboxEhr, free_port
+from adapter.demo.sandbox_ehr import NotifyMethod, SandboxEhr, free_port
 
 RunningFhirServer = SandboxEhr
 __all__ = ["RunningFhirServer", "free_port", "start_fhir_server"]

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
-from adapter.contacts import ContactBook
-from adapter.crypto import BlindIndex, FieldCipher
-from adapter.outbox import ClaimRules, OutboxStore
-from adapter.templates import TemplateGate
+from adapter.outbox.store import ClaimRules, OutboxStore
+from adapter.outbox.templates import TemplateGate
+from adapter.recipients.contacts import ContactBook
+from adapter.security.crypto import BlindIndex, FieldCipher
 
 TEST_KEY = b"k" * 32
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adapter.cli import app
-from adapter.db import make_engine, transaction, upgrade, utcnow
-from adapter.models import NotificationSkip, OutboxMessage
+from adapter.cli.main import app
+from adapter.outbox.tables import NotificationSkip, OutboxMessage
+from adapter.storage.db import make_engine, transaction, upgrade, utcnow
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_bad_mapping_rules_refuse_to_start_with_the_file_and_field(env: str, tmp
 def test_inbox_dead_and_retry(env: str) -> None:
     from datetime import timedelta
 
-    from adapter.inbox import InboxStore
+    from adapter.feeds.inbox import InboxStore
     from ehr.notifications import IncomingNotification
 
     engine = make_engine(env)
@@ -99,7 +99,7 @@ def test_inbox_dead_and_retry(env: str) -> None:
 
 
 def test_sending_pause_and_alerts_commands(env: str) -> None:
-    from adapter.control import pause_sending
+    from adapter.outbox.circuit_breaker import pause_sending
 
     engine = make_engine(env)
     upgrade(engine)

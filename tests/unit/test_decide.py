@@ -12,11 +12,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.app import build_service
-from adapter.consent import OPTED_IN, set_consent
-from adapter.db import transaction
-from adapter.decide import Decider
-from adapter.models import ActionToken, LinkToken, NotificationSkip, OutboxMessage
+from adapter.outbox.tables import ActionToken, NotificationSkip, OutboxMessage
+from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.scheduling.decide import Decider
 from adapter.settings import load_settings
+from adapter.storage.db import transaction
+from portal_links.tables import LinkToken
 from tests.support.synthetic import synthetic_appointment, synthetic_diagnostic_report, synthetic_patient
 
 PATIENT_REF = "Patient/p1"

@@ -9,10 +9,10 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.db import transaction, utcnow
-from adapter.fallback_hook import FallbackHook
-from adapter.models import OutboxMessage
-from adapter.outbox import OutboxStore, SendOutcome
+from adapter.outbox.fallback_hook import FallbackHook
+from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.tables import OutboxMessage
+from adapter.storage.db import transaction, utcnow
 from tests.support.asgi_server import serve_in_thread
 from tests.support.stores import outbox_store
 

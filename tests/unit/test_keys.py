@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from adapter.crypto import BlindIndex, DecryptionError, FieldCipher, KeySet, StaticKeys, UnknownKeyError, b64, unb64
-from adapter.keys import Keyring, KeyringError, LocalWrappingKey, WrappingError, env_keys, key_source
+from adapter.security.crypto import (
+    BlindIndex,
+    DecryptionError,
+    FieldCipher,
+    KeySet,
+    StaticKeys,
+    UnknownKeyError,
+    b64,
+    unb64,
+)
+from adapter.security.keys import Keyring, KeyringError, LocalWrappingKey, WrappingError, env_keys, key_source
 from adapter.settings import SettingsError, load_settings
 
 NUMBER = "+1 555 0100 123"

@@ -23,13 +23,13 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.db import make_engine, transaction, upgrade, utcnow
-from adapter.models import LinkRequest, LinkToken
+from adapter.storage.db import make_engine, transaction, upgrade, utcnow
 from portal_links.guard import ProbeGuard, recent_rate_limited
 from portal_links.redact import TokenRedactingFilter, install_log_redaction, redact_link_tokens
 from portal_links.revocation import revoke_created_between, revoke_link, revoke_message, revoke_patient
 from portal_links.routes import build_link_router
 from portal_links.store import LinkOutcome, LinkStore
+from portal_links.tables import LinkRequest, LinkToken
 from portal_links.tokens import LinkSigner, token_hash
 from tests.support.asgi_server import serve_in_thread
 

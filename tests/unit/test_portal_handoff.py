@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from adapter.app import create_app
-from adapter.cli import app as cli
-from adapter.db import transaction, upgrade, utcnow
+from adapter.cli.main import app as cli
 from adapter.settings import SettingsError, load_settings
+from adapter.storage.db import transaction, upgrade, utcnow
 from portal_links.assertions import AssertionKeyRing, AssertionRefused, AssertionVerifier
 from tests.support.asgi_server import serve_in_thread
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.related import RelatedReader, related_references
 from ehr.errors import FhirNotFoundError
+from ehr.related import RelatedReader, related_references
 from tests.support.synthetic import synthetic_appointment, synthetic_diagnostic_report
 
 

@@ -14,13 +14,13 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter import survey
 from adapter.app import build_service
-from adapter.consent import OPTED_IN, OPTED_OUT, set_consent
-from adapter.db import transaction
-from adapter.models import ActionToken, OutboxMessage
-from adapter.reminders import attach
+from adapter.outbox.tables import ActionToken, OutboxMessage
+from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
+from adapter.scheduling import survey
+from adapter.scheduling.reminders import attach
 from adapter.settings import load_settings
+from adapter.storage.db import transaction
 from portal_links.tokens import token_hash
 from tests.support.synthetic import synthetic_appointment, synthetic_patient
 from whatsapp.catalogue import TemplateCatalogue

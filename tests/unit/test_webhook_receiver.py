@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.alerts import open_alerts
-from adapter.db import transaction, utcnow
-from adapter.models import InboundMessage, OutboxMessage, TemplateState, WhatsAppStatus
-from adapter.outbox import OutboxStore, callback_data
-from adapter.statuses import apply_pending
-from adapter.webhooks import build_webhook_router
+from adapter.conversation.tables import InboundMessage
+from adapter.http.whatsapp_webhook import build_webhook_router
+from adapter.ops.alerts import open_alerts
+from adapter.outbox.statuses import apply_pending
+from adapter.outbox.store import OutboxStore, callback_data
+from adapter.outbox.tables import OutboxMessage, TemplateState, WhatsAppStatus
+from adapter.storage.db import transaction, utcnow
 from tests.support.asgi_server import serve_in_thread
 from tests.support.stores import contact_book, outbox_store
 from whatsapp.signature import sign

@@ -1,0 +1,121 @@
+"""The inbox: EHR notifications stored durably before they are acknowledged, then claimed and
+processed by the pipeline. A repeat (same resource version) is dropped at insert time; a repeat
+without a version is dropped later, when the re-read version turns out to be processed already.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, or_, select
+
+from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
+from adapter.feeds.tables import InboxEvent
+from adapter.storage.db import insert_ignoring_duplicates, transaction, utcnow
+from ehr.notifications import IncomingNotification
+
+LEASE = timedelta(minutes=5)
+
+
+def dedupe_key(item: IncomingNotification) -> str:
+    if item.kind == "resource" and item.version_id:
+        return f"{item.resource_type}/{item.resource_id}/_history/{item.version_id}"
+    target = f"{item.resource_type}/{item.resource_id}" if item.kind == "resource" else "ping"
+    number = getattr(item, "event_number", None)  # ehr.backport_events.BackportNotification
+    subscription = getattr(item, "subscription_id", None)
+    if number is not None and subscription:
+        # A Backport event: a re-delivery carries the same subscription, counter and event number.
+        counter = getattr(item, "events_since_start", None)
+        return f"bp:{item.subscription_key}:{subscription}:{counter}:{number}:{target}"
+    # No version to dedupe on: keep every delivery; the version check after the re-read dedupes.
+    return f"{item.subscription_key}:{target}:{uuid.uuid4().hex}"
+
+
+class InboxStore:
+    """Implements :class:`ehr.notifications.NotificationSink` on the database."""
+
+    def __init__(self, engine: Engine, lease: timedelta = LEASE) -> None:
+        self.engine = engine
+        self.lease = lease  # an instance that dies holding events frees them after this (settings: inbox_lease_seconds)
+
+    def accept(self, items: list[IncomingNotification]) -> int:
+        now = utcnow()
+        rows = [
+            {"dedupe_key": dedupe_key(item), "kind": item.kind, "subscription_key": item.subscription_key,
+             "resource_type": item.resource_type, "resource_id": item.resource_id,
+             "version_id": item.version_id, "state": "pending", "attempts": 0, "next_attempt_at": now,
+             "received_at": now}
+            for item in items
+        ]
+        with transaction(self.engine) as session:
+            return insert_ignoring_duplicates(session, InboxEvent, rows, "dedupe_key")
+
+    def refused(self, subscription_key: str, reason: str, client: str | None) -> None:
+        """Records a notification refused for a missing or wrong channel secret (``ehr.intake``'s
+        ``on_refused``) as a DICOM 110113 security alert, in a transaction of its own: nothing else
+        of the request is stored. Accepted notifications get no entry of their own: they carry
+        references only, and each re-read they lead to is a ``patient-read``."""
+        entry = AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
+                           agent="ehr", source=client, entity_ref=f"subscription/{subscription_key}"[:300],
+                           detail={"reason": reason, "channel": "rest-hook", "subscription": subscription_key[:64]})
+        with transaction(self.engine) as session:
+            record(session, entry)
+
+    def claim(self, limit: int, now: datetime | None = None) -> list[InboxEvent]:
+        """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others)."""
+        now = now or utcnow()
+        with transaction(self.engine) as session:
+            events = list(session.exec(
+                select(InboxEvent)
+                .where(col(InboxEvent.state) == "pending", col(InboxEvent.next_attempt_at) <= now,
+                       or_(col(InboxEvent.lease_until).is_(None), col(InboxEvent.lease_until) < now))
+                .order_by(col(InboxEvent.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ))
+            for event in events:
+                event.lease_until = now + self.lease
+                event.attempts += 1
+                session.add(event)
+            return events
+
+    @staticmethod
+    def mark_done(session: Session, event_id: int) -> None:
+        event = session.get(InboxEvent, event_id)
+        if event is not None:
+            event.state, event.processed_at, event.lease_until = "done", utcnow(), None
+            session.add(event)
+
+    def retry_later(self, event_id: int, error: str, delay: timedelta, max_attempts: int) -> None:
+        with transaction(self.engine) as session:
+            event = session.get(InboxEvent, event_id)
+            if event is None:
+                return
+            event.last_error, event.lease_until = error[:200], None
+            if event.attempts >= max_attempts:
+                event.state = "dead"
+            else:
+                event.next_attempt_at = utcnow() + delay
+            session.add(event)
+
+    def dead_events(self, limit: int = 100) -> list[InboxEvent]:
+        """Notifications the pipeline gave up on (the EHR kept failing): visible, re-drivable."""
+        with Session(self.engine) as session:
+            return list(session.exec(select(InboxEvent).where(col(InboxEvent.state) == "dead")
+                                     .order_by(col(InboxEvent.id)).limit(limit)))
+
+    def redrive(self, event_id: int, *, agent: str = "system") -> str:
+        """Queues a dead event again, audited (``admin``, agent ``cli:<user>`` from the CLI)."""
+        with transaction(self.engine) as session:
+            event = session.get(InboxEvent, event_id)
+            if event is None:
+                return f"no inbox event {event_id}"
+            if event.state != "dead":
+                return f"inbox event {event_id} is {event.state}, not dead"
+            event.state, event.attempts, event.next_attempt_at, event.lease_until = "pending", 0, utcnow(), None
+            session.add(event)
+            record(session, AuditEntry(kind=Kind.ADMIN, action=Action.UPDATE, agent=agent,
+                                       entity_ref=f"inbox/{event_id}", detail={"command": "inbox.retry"}))
+            return f"inbox event {event_id} queued again"

@@ -1,0 +1,110 @@
+"""The admin API: operations over what the service already has (the sending circuit breaker,
+operator alerts, API credentials), for the ``admin`` role only, each audited as ``admin``.
+
+Admins configure and operate; they never read audit content (that is ``/audit``, for auditors),
+so a compromised admin credential cannot mine the trail (minimum necessary, 45 CFR 164.502(b)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from adapter.audit.trail import Action, AuditEntry, Kind, record
+from adapter.ops.alerts import acknowledge, count_open
+from adapter.ops.tables import ServiceFlag
+from adapter.outbox.circuit_breaker import SENDING_PAUSED, pause_sending, resume_sending, sending_paused
+from adapter.outbox.tables import TemplateState
+from adapter.security.credentials import CredentialError, Principal, create_credential, revoke_credential
+from adapter.security.roles import AccessControl, Role, source_of
+from adapter.storage.db import transaction
+
+
+class PauseRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class CredentialRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+def status(engine: Engine) -> dict[str, Any]:
+    """Counts and states only: no identifiers, no PHI."""
+    with Session(engine) as session:
+        alerts = count_open(session)
+        templates = dict(session.exec(select(TemplateState.status, func.count())
+                                      .group_by(col(TemplateState.status))).all())
+    paused = sending_paused(engine)
+    return {"sending_paused": paused is not None, "sending_paused_reason": paused.reason if paused else None,
+            "alerts": alerts, "templates": templates}
+
+
+def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
+    router = APIRouter(prefix="/admin")
+    admins = access.require(Role.ADMIN)
+
+    def audit(principal: Principal, request: Request, action: Action, op: str, entity: str | None = None) -> None:
+        with transaction(engine) as session:
+            record(session, AuditEntry(Kind.ADMIN, action, agent=principal.agent, agent_role=principal.role.value,
+                                       source=source_of(request), entity_ref=entity, detail={"op": op}))
+
+    @router.get("/status")
+    async def get_status(request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+        await asyncio.to_thread(audit, principal, request, Action.READ, "status")
+        return JSONResponse(await asyncio.to_thread(status, engine))
+
+    @router.post("/sending/pause")
+    async def post_pause(body: PauseRequest, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+        def run() -> bool:
+            with transaction(engine) as session:
+                already = session.get(ServiceFlag, SENDING_PAUSED) is not None
+                pause_sending(session, f"paused by {principal.agent}: {body.reason}")
+                record(session, AuditEntry(Kind.ADMIN, Action.UPDATE, agent=principal.agent,
+                                           agent_role=principal.role.value, source=source_of(request),
+                                           entity_ref="service_flag/sending_paused", detail={"op": "pause"}))
+                return not already
+
+        return JSONResponse({"paused": True, "changed": await asyncio.to_thread(run)})
+
+    @router.post("/sending/resume")
+    async def post_resume(request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+        changed = await asyncio.to_thread(resume_sending, engine)
+        await asyncio.to_thread(audit, principal, request, Action.UPDATE, "resume", "service_flag/sending_paused")
+        return JSONResponse({"paused": False, "changed": changed})
+
+    @router.post("/alerts/{alert_id}/ack")
+    async def post_ack(alert_id: int, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+        count = await asyncio.to_thread(acknowledge, engine, alert_id)
+        if not count:
+            raise HTTPException(404, "no open alert with this id")
+        await asyncio.to_thread(audit, principal, request, Action.UPDATE, "alert-ack", f"alert/{alert_id}")
+        return JSONResponse({"acknowledged": count})
+
+    @router.post("/credentials", status_code=201)
+    async def post_credential(body: CredentialRequest, request: Request,
+                              principal: Principal = Depends(admins)) -> JSONResponse:
+        try:  # create_credential audits the creation itself
+            key = await asyncio.to_thread(create_credential, engine, body.name, body.role, principal.agent,
+                                          source_of(request))
+        except CredentialError as error:
+            raise HTTPException(409, str(error)) from None
+        return JSONResponse({"name": body.name.strip(), "role": body.role.value, "key": key}, status_code=201,
+                            headers={"Cache-Control": "no-store"})
+
+    @router.delete("/credentials/{name}")
+    async def delete_credential(name: str, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+        try:
+            await asyncio.to_thread(revoke_credential, engine, name, principal.agent, source_of(request))
+        except CredentialError as error:
+            raise HTTPException(404, str(error)) from None
+        return JSONResponse({"revoked": name})
+
+    return router

@@ -1,0 +1,197 @@
+"""The auditor API: login/logout, the audit trail as FHIR AuditEvent searchsets (IHE BALP), signed
+CSV exports, and the privacy officer's resolve of a patient reference to a person.
+
+Every query, export and resolve is itself audited (``audit-access`` / ``resolve``) in the same
+transaction as its read, so the audit trail cannot be read without leaving a trace (45 CFR
+164.312(b)). The query's parameters go into the audit detail, with dates compacted so the PHI guard
+of :func:`adapter.audit.trail.record` does not mistake them for phone numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+
+from adapter.audit.balp import to_audit_event, to_bundle
+from adapter.audit.csv_export import build_export
+from adapter.audit.search import AuditQuery, AuditQueryError, parse_query, search_audit
+from adapter.audit.signing import AuditSigner
+from adapter.audit.trail import _PHONE_LIKE, Action, AuditEntry, Kind, Outcome, record
+from adapter.security.credentials import AuthenticationError, LoginResult, Principal, login, logout
+from adapter.security.roles import AUDIT_READERS, AccessControl, Role, bearer, source_of
+from adapter.storage.db import transaction
+
+MANIFEST_HEADER = "X-Audit-Manifest"  # base64url of the manifest JSON (the CSV and its proof in one response)
+
+
+class PatientDirectory(Protocol):
+    """Reads who a patient reference is (the EHR's Patient resource)."""
+
+    async def person(self, patient_ref: str) -> dict[str, Any]: ...
+
+
+class FhirPatientDirectory:
+    """:class:`PatientDirectory` over the EHR's FHIR API (https://hl7.org/fhir/R4/http.html#read): name
+    and identifiers of the Patient. ``fhir`` returns the client, which exists only once the service started."""
+
+    def __init__(self, fhir: Callable[[], Any]) -> None:
+        self._fhir = fhir
+
+    async def person(self, patient_ref: str) -> dict[str, Any]:
+        resource_type, _, resource_id = patient_ref.partition("/")
+        client = self._fhir()
+        if resource_type != "Patient" or not resource_id or client is None:
+            raise ValueError("not a Patient reference, or no EHR client yet")
+        patient = await client.read("Patient", resource_id)
+        return {"name": patient.get("name", []), "identifier": patient.get("identifier", [])}
+
+
+class ResolveRequest(BaseModel):
+    patient: str = Field(min_length=3, max_length=200, pattern=r"^Patient/[A-Za-z0-9\-.]{1,64}$")
+    reason: str = Field(min_length=1, max_length=300)
+
+
+def outcome_400(message: str) -> JSONResponse:
+    """A FHIR OperationOutcome (https://hl7.org/fhir/R4/operationoutcome.html)."""
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "invalid", "diagnostics": message}]}, status_code=400,
+        media_type="application/fhir+json")
+
+
+def query_detail(pairs: Sequence[tuple[str, str]]) -> dict[str, str | int]:
+    """The query's parameters as PHI-free audit detail: ``q.<name>[.<n>]`` keys, dates without
+    separators (``ge20261125T000000Z``), anything still phone-like replaced by ``(withheld)``."""
+    detail: dict[str, str | int] = {}
+    for index, (name, value) in enumerate(pairs[:20]):
+        compact = re.sub(r"[-:]", "", value) if name == "date" else value
+        compact = compact[:120]
+        key = f"q.{name[:20]}" if f"q.{name[:20]}" not in detail else f"q.{name[:20]}.{index}"
+        detail[key] = "(withheld)" if _PHONE_LIKE.search(compact) else compact
+    return detail
+
+
+def _page_url(request: Request, query: AuditQuery, offset: int) -> str:
+    pairs = [(k, v) for k, v in query.pairs if k not in ("_offset", "_count")]
+    pairs += [("_count", str(query.count)), ("_offset", str(offset))]
+    return str(request.url.replace(query=urlencode(pairs)))
+
+
+def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, signer: AuditSigner | None = None,
+                       directory: PatientDirectory | None = None) -> APIRouter:
+    """``observer`` names this service in ``AuditEvent.source.observer``; without ``signer`` the CSV
+    export answers 503, without ``directory`` the resolve does."""
+    router = APIRouter()
+    readers = access.require(*AUDIT_READERS)
+    auditors = access.require(Role.AUDITOR)
+    officers = access.require(Role.PRIVACY_OFFICER)
+
+    @router.post("/auth/login")
+    async def post_login(request: Request) -> JSONResponse:
+        key = bearer(request)
+        if key is None and request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = await request.json()
+            except ValueError:  # not JSON: no key given
+                body = None
+            key = body.get("key") if isinstance(body, dict) and isinstance(body.get("key"), str) else None
+        try:
+            result: LoginResult = await asyncio.to_thread(
+                login, engine, key or "", source_of(request), minutes=access.session_minutes)
+        except AuthenticationError:
+            raise HTTPException(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"}) from None
+        return JSONResponse({"token": result.token, "role": result.role.value,
+                             "expires_at": result.expires_at.isoformat()}, headers={"Cache-Control": "no-store"})
+
+    @router.post("/auth/logout")
+    async def post_logout(request: Request) -> JSONResponse:
+        token = bearer(request)
+        ended = bool(token) and await asyncio.to_thread(logout, engine, token or "", source_of(request))
+        return JSONResponse({"ended": ended})
+
+    def _audited(principal: Principal, request: Request, pairs: Sequence[tuple[str, str]], op: str,
+                 patient: str | None) -> AuditEntry:
+        return AuditEntry(Kind.AUDIT_ACCESS, Action.EXECUTE, agent=principal.agent, agent_role=principal.role.value,
+                          source=source_of(request), patient_ref=patient, entity_ref="AuditEvent",
+                          detail={"op": op, **query_detail(pairs)})
+
+    @router.get("/audit/AuditEvent")
+    async def get_audit_events(request: Request, principal: Principal = Depends(readers)) -> Response:
+        pairs = request.query_params.multi_items()
+        try:
+            query = parse_query(pairs)
+        except AuditQueryError as error:
+            return outcome_400(str(error))
+        patient = dict(pairs).get("patient")
+
+        def run() -> tuple[list[dict[str, Any]], int]:
+            with transaction(engine) as session:
+                rows, total = search_audit(session, query)
+                record(session, _audited(principal, request, pairs, "search", patient))
+                return [to_audit_event(row.event, row.seq, source_observer=observer) for row in rows], total
+
+        resources, total = await asyncio.to_thread(run)
+        links = {"self": _page_url(request, query, query.offset)}
+        if query.offset + query.count < total and query.count:
+            links["next"] = _page_url(request, query, query.offset + query.count)
+        if query.offset and query.count:
+            links["previous"] = _page_url(request, query, max(0, query.offset - query.count))
+        return JSONResponse(to_bundle(resources, total, links), media_type="application/fhir+json")
+
+    @router.get("/audit/export.csv")
+    async def get_export(request: Request, principal: Principal = Depends(auditors)) -> Response:
+        if signer is None:
+            raise HTTPException(503, "no audit signing key is configured (audit_signing_key_file)")
+        pairs = request.query_params.multi_items()
+        try:
+            query = parse_query(pairs)
+        except AuditQueryError as error:
+            return outcome_400(str(error))
+
+        def run() -> tuple[str, bytes, str]:
+            with transaction(engine) as session:
+                name, data, manifest = build_export(session, query, signer)
+                record(session, _audited(principal, request, pairs, "export", dict(pairs).get("patient")))
+                return name, data, manifest.to_json()
+
+        name, data, manifest_json = await asyncio.to_thread(run)
+        encoded = base64.urlsafe_b64encode(manifest_json.encode()).decode("ascii")
+        return Response(data, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{name}"', MANIFEST_HEADER: encoded,
+            "Cache-Control": "no-store"})
+
+    @router.post("/audit/resolve")
+    async def post_resolve(body: ResolveRequest, request: Request,
+                           principal: Principal = Depends(officers)) -> JSONResponse:
+        reason = body.reason.strip()
+        if not reason:
+            raise HTTPException(422, "a reason is required")
+        if directory is None:
+            raise HTTPException(503, "no patient directory is configured")
+        entry = AuditEntry(Kind.RESOLVE, Action.READ, agent=principal.agent, agent_role=principal.role.value,
+                           source=source_of(request), patient_ref=body.patient, entity_ref=body.patient,
+                           purpose=reason)
+        try:
+            person = await directory.person(body.patient)
+        except Exception as error:  # any EHR failure: the attempt is audited all the same
+            failed = AuditEntry(**{**entry.__dict__, "outcome": Outcome.SERIOUS_FAILURE,
+                                   "detail": {"error": type(error).__name__}})
+            await asyncio.to_thread(_record_alone, engine, failed)
+            raise HTTPException(502, "the EHR could not be read") from None
+        await asyncio.to_thread(_record_alone, engine, entry)  # audited before anything is returned
+        return JSONResponse({"patient": body.patient, **person}, headers={"Cache-Control": "no-store"})
+
+    return router
+
+
+def _record_alone(engine: Engine, entry: AuditEntry) -> None:
+    with transaction(engine) as session:
+        record(session, entry)

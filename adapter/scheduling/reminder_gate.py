@@ -1,0 +1,41 @@
+"""The reminder rules that must hold when a reminder is sent, not only when it was planned.
+
+A reminder is planned with a ``due_at`` outside the quiet hours and before the appointment
+(:func:`adapter.scheduling.reminders.due_time`); but if the service was down, or pacing held the row, it can
+come due later. At claim time (:class:`adapter.outbox.store.ClaimRules.reminder_gate`): a reminder
+whose appointment has started is suppressed; one that comes due inside the quiet hours waits for
+their end if that is still before the start, else it is suppressed — never a message in the night.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from adapter.scheduling.reminders import ReminderPolicy, parse_key
+
+Verdict = datetime | Literal["appointment_started", "quiet_until_start"] | None
+
+
+@dataclass(frozen=True)
+class ReminderGate:
+    policy: ReminderPolicy
+
+    def __call__(self, natural_key: str, now: datetime) -> Verdict:
+        """None: send now; a datetime: wait until then; a reason: suppress."""
+        parsed = parse_key(natural_key)
+        if parsed is None:
+            return None  # not a reminder
+        _, start, _ = parsed
+        if now >= start:
+            return "appointment_started"
+        quiet = self.policy.quiet
+        local = now.astimezone(self.policy.zone)
+        if quiet is None or not quiet.contains(local.time().replace(second=0, microsecond=0)):
+            return None
+        end = datetime.combine(local.date(), quiet.end, tzinfo=self.policy.zone)
+        if end <= local:
+            end += timedelta(days=1)
+        end_utc = end.astimezone(UTC)
+        return end_utc if end_utc < start else "quiet_until_start"

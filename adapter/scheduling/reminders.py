@@ -1,0 +1,313 @@
+"""The reminder plan: reminder outbox rows created, moved and cancelled as an Appointment changes.
+
+DESIGN.md: "a reminder is an outbox row with ``due_at``; the scheduler only ticks". A mapping rule
+lists offsets before ``Appointment.start`` (``reminders: [2d, 2h]``, :mod:`mappings.rules`) and a
+``reminder_template``; reminders are always templates, since they go out of the 24-hour window
+(WhatsApp policy, DESIGN.md hard rules).
+
+Each reminder row's natural key is ``reminder:<appointment>:<start>:<offset>``, so re-processing a
+version never duplicates it, and a new start (a reschedule) gives new keys. :meth:`ReminderPlanner.reconcile`
+runs for every processed Appointment version, in the decide transaction
+(:meth:`adapter.scheduling.decide.Decider.record`), and keeps the rows equal to the appointment:
+
+- ``booked`` (https://hl7.org/fhir/R4/valueset-appointmentstatus.html) and not yet started: rows for
+  every offset whose time has not passed; any other status (cancelled, noshow, entered-in-error,
+  fulfilled, …) cancels what is still queued;
+- a new ``start`` moves pending reminders: queued rows for the old start are cancelled and rows for the
+  new start are rendered again (recipient and language taken from the old row, so no Patient read is
+  needed);
+- the patient tapped Confirm: :func:`cancel_pending` (called by :mod:`adapter.conversation.inbound` in the tap's
+  transaction) cancels queued reminders unless ``remind_after_confirm``. The FHIR participant status
+  cannot tell this: in R4 a ``booked`` appointment already has every participant ``accepted``;
+- quiet hours in the site's time zone move a reminder EARLIER, to the last allowed minute before
+  the night (:func:`due_time`), never into the night and never after the appointment;
+- several appointments of one patient on the same local day give one reminder per offset (the first
+  planned); a per-patient daily cap skips the rest. Both are recorded as a
+  :class:`~adapter.outbox.tables.NotificationSkip` with the reason ``same_day_reminder`` / ``daily_cap``.
+
+Cancelled reminders stay as ``suppressed`` rows with a reason, so a later version cannot re-plan them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, select
+
+from adapter.outbox.store import OutboxStore, recipient_context
+from adapter.outbox.tables import NotificationSkip, OutboxMessage
+from adapter.storage.db import utcnow
+from mappings.context import RenderContext
+from mappings.fhir_time import parse_instant
+from mappings.render import RenderError, render
+from mappings.rules import Rule
+
+if TYPE_CHECKING:
+    from adapter.scheduling.decide import DecideConfig, Decider
+    from adapter.settings import Settings
+
+KEY_PREFIX = "reminder:"
+PENDING = ("queued",)
+LIVE = ("queued", "sending", "sent")
+_QUIET = re.compile(r"^\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*-\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*$")
+
+
+class QuietHoursError(ValueError):
+    """The quiet-hours setting is not ``HH:MM-HH:MM``."""
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """No message starts strictly inside ``(begin, end)`` local time; wraps midnight when begin > end."""
+
+    begin: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours:
+        match = _QUIET.match(text)
+        if match is None:
+            raise QuietHoursError(f"quiet hours {text!r} must look like 21:00-08:00 (24-hour clock, local time)")
+        begin = time(int(match.group(1)), int(match.group(2)))
+        end = time(int(match.group(3)), int(match.group(4)))
+        if begin == end:
+            raise QuietHoursError(f"quiet hours {text!r} start and end at the same time; leave the setting empty "
+                                  "for no quiet hours")
+        return cls(begin, end)
+
+    def contains(self, moment: time) -> bool:
+        if self.begin < self.end:
+            return self.begin < moment < self.end
+        return moment > self.begin or moment < self.end
+
+
+@dataclass(frozen=True)
+class ReminderPolicy:
+    """Settings ``quiet_hours``, ``remind_after_confirm``, ``reminder_daily_cap`` and the site's zone."""
+
+    zone: ZoneInfo
+    quiet: QuietHours | None = None
+    remind_after_confirm: bool = False
+    daily_cap: int = 2
+
+
+def due_time(start: datetime, offset: timedelta, policy: ReminderPolicy) -> datetime:
+    """``start - offset``, moved earlier out of quiet hours: to ``begin`` of the same evening when the
+    time is after it, else of the previous day (a quiet window that does not wrap midnight moves to its
+    own ``begin`` the same day)."""
+    due = start - offset
+    quiet = policy.quiet
+    if quiet is None:
+        return due
+    local = due.astimezone(policy.zone)
+    if not quiet.contains(local.time()):
+        return due
+    day = local.date()
+    if quiet.begin > quiet.end and local.time() < quiet.end:
+        day -= timedelta(days=1)  # after midnight: the night began the previous evening
+    moved = datetime.combine(day, quiet.begin, tzinfo=policy.zone).astimezone(UTC)
+    return min(moved, due)
+
+
+def reminder_key(appointment_ref: str, start: datetime, offset: timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    return f"{KEY_PREFIX}{appointment_ref}:{start.astimezone(UTC):%Y%m%dT%H%MZ}:{minutes}m"
+
+
+def parse_key(key: str) -> tuple[str, datetime, timedelta] | None:
+    """(appointment ref, start, offset) of a reminder key; None for another kind of key."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    try:
+        rest, start_text, offset_text = key[len(KEY_PREFIX):].rsplit(":", 2)
+        start = datetime.strptime(start_text, "%Y%m%dT%H%MZ").replace(tzinfo=UTC)
+        return rest, start, timedelta(minutes=int(offset_text.rstrip("m")))
+    except ValueError:
+        return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def cancel_pending(session: Session, appointment_ref: str, reason: str) -> int:
+    """Cancels the queued reminders of one appointment (a Confirm tap, an operator); returns how many."""
+    rows = list(session.exec(select(OutboxMessage).where(
+        col(OutboxMessage.natural_key).startswith(f"{KEY_PREFIX}{appointment_ref}:"),
+        col(OutboxMessage.state).in_(PENDING)).with_for_update()))
+    return len(ReminderPlanner._cancel(session, rows, reason, utcnow()))
+
+
+def appointment_start(appointment: dict[str, Any]) -> datetime | None:
+    text = appointment.get("start")
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError:
+        return None
+
+
+# Enqueues one reminder through the decide step's checks (contact, consent, language, render, PHI guard);
+# returns True when a row was queued.
+Enqueue = Callable[[Session, Rule, str, datetime], bool]
+
+
+@dataclass
+class Planned:
+    """What one reconcile did (tests and logs)."""
+
+    queued: list[str]
+    moved: list[str]
+    cancelled: list[str]
+    skipped: list[tuple[str, str]]
+
+
+class ReminderPlanner:
+    def __init__(self, outbox: OutboxStore, policy: ReminderPolicy, context: Callable[[str], RenderContext]) -> None:
+        self.outbox = outbox
+        self.policy = policy
+        self.context = context  # language -> a render context (no links or tokens in reminders)
+
+    def reconcile(self, session: Session, rule: Rule, appointment: dict[str, Any], patient_ref: str | None,
+                  enqueue: Enqueue | None, now: datetime | None = None) -> Planned:
+        """Makes the queued reminders of ``appointment`` match its current version (module docstring).
+        ``enqueue`` is None when the Patient was not read (no rule fired): then only moves and cancels."""
+        now = now or utcnow()
+        done = Planned([], [], [], [])
+        reminder = rule.reminder
+        ref = f"Appointment/{appointment.get('id')}"
+        if reminder is None or not rule.reminder_offsets:
+            return done
+        start = appointment_start(appointment)
+        pending = self._pending(session, reminder.id, ref)
+        reason = self._stop_reason(appointment, patient_ref, start, now)
+        if reason is not None:
+            done.cancelled = self._cancel(session, pending, reason, now)
+            return done
+        assert start is not None
+        wanted = {reminder_key(ref, start, offset): offset for offset in rule.reminder_offsets}
+        stale = [row for row in pending if row.natural_key not in wanted]
+        for row in stale:
+            parsed = parse_key(row.natural_key)
+            if parsed is not None and self._move(session, reminder, appointment, row, start, parsed[2], now, done):
+                done.moved.append(row.natural_key)
+        done.cancelled = self._cancel(session, stale, "reminder cancelled: appointment rescheduled", now)
+        if enqueue is None or patient_ref is None:
+            return done
+        for key, offset in wanted.items():
+            if OutboxStore.exists(session, key):
+                continue
+            due = due_time(start, offset, self.policy)
+            why = self._hold_reason(session, reminder.id, ref, patient_ref, start, offset, due, now)
+            if why is not None:
+                self._skip(session, reminder.id, appointment, patient_ref, why, done)
+            elif enqueue(session, reminder, key, due):
+                done.queued.append(key)
+        return done
+
+    # --- rules
+
+    def _stop_reason(self, appointment: dict[str, Any], patient_ref: str | None, start: datetime | None,
+                     now: datetime) -> str | None:
+        status = appointment.get("status")
+        if status != "booked":
+            return f"reminder cancelled: appointment {status}"
+        if start is None or start <= now:
+            return "reminder cancelled: appointment started"
+        return None
+
+    def _hold_reason(self, session: Session, rule_id: str, ref: str, patient_ref: str, start: datetime,
+                     offset: timedelta, due: datetime, now: datetime) -> str | None:
+        if due <= now:
+            return "reminder_time_passed"
+        zone = self.policy.zone
+        others = list(session.exec(select(OutboxMessage.natural_key, OutboxMessage.due_at).where(
+            col(OutboxMessage.patient_ref) == patient_ref, col(OutboxMessage.rule_id) == rule_id,
+            col(OutboxMessage.state).in_(LIVE), col(OutboxMessage.resource_ref) != ref)))
+        day = start.astimezone(zone).date()
+        for key, _ in others:
+            parsed = parse_key(key)
+            if parsed is not None and parsed[2] == offset and parsed[1].astimezone(zone).date() == day:
+                return "same_day_reminder"
+        due_day = due.astimezone(zone).date()
+        same_day = sum(1 for _, other_due in others if _aware(other_due).astimezone(zone).date() == due_day)
+        if same_day >= self.policy.daily_cap:
+            return "daily_cap"
+        return None
+
+    # --- effects
+
+    @staticmethod
+    def _pending(session: Session, rule_id: str, ref: str) -> list[OutboxMessage]:
+        return list(session.exec(select(OutboxMessage).where(
+            col(OutboxMessage.rule_id) == rule_id, col(OutboxMessage.resource_ref) == ref,
+            col(OutboxMessage.state).in_(PENDING)).with_for_update()))
+
+    @staticmethod
+    def _cancel(session: Session, rows: list[OutboxMessage], reason: str, now: datetime) -> list[str]:
+        for row in rows:
+            row.state, row.dead_reason, row.updated_at, row.lease_until = "suppressed", reason[:200], now, None
+            session.add(row)
+        return [row.natural_key for row in rows]
+
+    def _move(self, session: Session, reminder: Rule, appointment: dict[str, Any], row: OutboxMessage,
+              start: datetime, offset: timedelta, now: datetime, done: Planned) -> bool:
+        """A reschedule: the same reminder for the new start, to the same number in the same language."""
+        key = reminder_key(f"Appointment/{appointment.get('id')}", start, offset)
+        due = due_time(start, offset, self.policy)
+        if due <= now or row.recipient_enc is None or OutboxStore.exists(session, key):
+            return False
+        try:
+            language = json.loads(row.payload or "{}")["template"]["language"]["code"]
+            template = render(reminder, appointment, self.context(str(language)))
+        except (KeyError, TypeError, ValueError, RenderError):
+            self._skip(session, reminder.id, appointment, row.patient_ref, "reminder_not_moved", done)
+            return False
+        recipient = self.outbox.cipher.decrypt(row.recipient_enc, context=recipient_context(row.natural_key))
+        return self.outbox.enqueue(session, natural_key=key, rule_id=reminder.id, resource_ref=row.resource_ref,
+                                   patient_ref=row.patient_ref, recipient=recipient, template=template, due_at=due)
+
+    @staticmethod
+    def _skip(session: Session, rule_id: str, appointment: dict[str, Any], patient_ref: str | None, reason: str,
+              done: Planned) -> None:
+        version = (appointment.get("meta") or {}).get("versionId")
+        ref = f"Appointment/{appointment.get('id')}"
+        exists = session.exec(select(NotificationSkip.id).where(
+            col(NotificationSkip.rule_id) == rule_id, col(NotificationSkip.resource_ref) == ref,
+            col(NotificationSkip.version_id) == (str(version) if version is not None else None),
+            col(NotificationSkip.reason) == reason)).first()
+        if exists is None:
+            session.add(NotificationSkip(rule_id=rule_id, resource_ref=ref,
+                                         version_id=str(version) if version is not None else None,
+                                         patient_ref=patient_ref, reason=reason, created_at=utcnow()))
+        done.skipped.append((rule_id, reason))
+
+
+def _no_tokens(what: str) -> str:
+    raise RenderError("reminder", "buttons", what, "reminders carry no links or buttons")
+
+
+def render_contexts(config: DecideConfig) -> Callable[[str], RenderContext]:
+    """Render contexts for moved reminders: the decide step's zone, profile and site labels."""
+    return lambda language: RenderContext(
+        language=language, profile=config.profile, zone=config.zone, site_labels=config.site_labels,
+        default_site_label=config.default_site_label, mint_link=_no_tokens, mint_action=_no_tokens)
+
+
+def policy_from_settings(settings: Settings) -> ReminderPolicy:
+    quiet = QuietHours.parse(settings.quiet_hours) if settings.quiet_hours else None
+    return ReminderPolicy(zone=ZoneInfo(settings.site_timezone), quiet=quiet,
+                          remind_after_confirm=settings.remind_after_confirm, daily_cap=settings.reminder_daily_cap)
+
+
+def attach(decider: Decider, settings: Settings) -> None:
+    """Composition root: turns reminders (per the rules' offsets) and the survey on for ``decider``."""
+    decider.reminders = ReminderPlanner(decider.outbox, policy_from_settings(settings), render_contexts(decider.config))
+    decider.surveys = settings.survey_enabled
