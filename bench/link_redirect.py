@@ -38,6 +38,7 @@ import aiohttp
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from adapter.audit.link_access import LINK_PORTS
 from adapter.storage.db import make_engine, transaction, upgrade
 from bench.harness import fresh_database, percentile, serve
 from bench.machine_info import machine
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with fresh_database(args.database, args.pg_url, "bench_link_redirect") as (url, description):
         engine = make_engine(url)
         upgrade(engine)
-        store = LinkStore(LinkSigner(secrets.token_bytes(32)), timedelta(hours=72))
+        store = LinkStore(LinkSigner(secrets.token_bytes(32)), timedelta(hours=72), LINK_PORTS)
         tokens = []
         with transaction(engine) as session:
             for i in range(count):

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ehr.backport_events import BackportStatus, StatusRejected, parse_status
-from ehr.client import FHIR_JSON, FhirClient
+from ehr.client import FhirClient
 from ehr.errors import FhirError
 from ehr.hook_secrets import channel_header, derive_secret
 from ehr.subscriptions import notify_endpoint
+from ehr.transport import FHIR_JSON
 
 PayloadContent = Literal["empty", "id-only", "full-resource"]
 PAYLOAD_CONTENTS: tuple[PayloadContent, ...] = ("empty", "id-only", "full-resource")
@@ -157,7 +158,8 @@ async def find_subscriptions(client: FhirClient, endpoint: str) -> list[dict[str
 async def fetch_status(client: FhirClient, subscription_id: str) -> BackportStatus:
     """``GET Subscription/{id}/$status`` (operations.html#status): the server's status and
     ``events-since-subscription-start``. Raises :class:`BackportError` on an answer without one."""
-    response = await client._send("status", "Subscription", "GET", f"Subscription/{_id(subscription_id)}/$status")
+    url = f"Subscription/{_id(subscription_id)}/$status"
+    response = await client.transport.send("status", "Subscription", "GET", url)
     bundle = _json(response.content, "status")
     first = _first_status(bundle)
     if first is None:
@@ -201,8 +203,8 @@ async def fetch_events(client: FhirClient, subscription_id: str, first: int, las
     """``GET Subscription/{id}/$events?eventsSinceNumber=first&eventsUntilNumber=last&content=id-only``:
     a notification Bundle (parse it like any notification) with the missed events."""
     params = [("eventsSinceNumber", str(first)), ("eventsUntilNumber", str(last)), ("content", "id-only")]
-    response = await client._send("events", "Subscription", "GET", f"Subscription/{_id(subscription_id)}/$events",
-                                  params=params)
+    url = f"Subscription/{_id(subscription_id)}/$events"
+    response = await client.transport.send("events", "Subscription", "GET", url, params=params)
     return _json(response.content, "events")
 
 

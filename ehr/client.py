@@ -7,41 +7,29 @@ https://hl7.org/fhir/R4/http.html#concurrency), transaction, instance history, d
 capabilities. Resources travel as plain dicts: no model validation on reads (it costs
 ~30x a ``json.loads``); validate what you write before calling :meth:`FhirClient.create`.
 
-Every call has a timeout and raises a typed :mod:`ehr.errors` exception on failure.
+Every call has a timeout and raises a typed :mod:`ehr.errors` exception on failure; the HTTP
+exchange itself (pool, auth, error mapping, same-origin links) is :mod:`ehr.transport`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from ehr.auth import FhirAuth
-from ehr.errors import (
-    FhirInvalidResponseError,
-    FhirPagingLimitError,
-    FhirRequestError,
-    FhirUnavailableError,
-    error_for_response,
-)
+from ehr.errors import FhirInvalidResponseError, FhirPagingLimitError, FhirRequestError
+from ehr.transport import FHIR_JSON, FhirTransport, Resource, decode_resource
 
-FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 DEFAULT_MAX_PAGES = 50
 # https://hl7.org/fhir/R4/datatypes.html#id; checked so an id can never change the URL's path.
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-Resource = dict[str, Any]
-
-logger = logging.getLogger(__name__)
 
 
 class FhirClient:
@@ -63,22 +51,10 @@ class FhirClient:
     ) -> None:
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
-        self.base_url = base_url.rstrip("/")
+        # Operations beyond the RESTful interactions (``$status``, ``$events``) send through it directly.
+        self.transport = FhirTransport(base_url, auth, timeout_seconds, transport, max_connections)
+        self.base_url = self.transport.base_url
         self.max_pages = max_pages
-        self._origin = _origin(httpx.URL(self.base_url))
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + "/",
-            auth=auth or FhirAuth.none(),
-            timeout=httpx.Timeout(timeout_seconds),
-            # httpx's API on aiohttp's transport: measured here at about 0.25 ms of CPU per request
-            # against 1.6-1.9 ms with httpx's default transport (bench/pipeline_throughput.py notes).
-            transport=transport or AiohttpTransport(limits=limits),
-            limits=limits,
-            headers={"Accept": FHIR_JSON, "User-Agent": "fhir-whatsapp-bridge"},
-            # A redirect would carry our credentials to wherever it points; treat it as a setup error.
-            follow_redirects=False,
-        )
 
     async def __aenter__(self) -> FhirClient:
         return self
@@ -89,22 +65,22 @@ class FhirClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.transport.aclose()
 
     # --- interactions -------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> Resource:
         """``GET [base]/[type]/[id]`` (https://hl7.org/fhir/R4/http.html#read)."""
         path = f"{_checked_type(resource_type, 'read')}/{_checked_id(resource_id, 'read')}"
-        response = await self._send("read", resource_type, "GET", path)
-        return _resource(response, "read", resource_type)
+        response = await self.transport.send("read", resource_type, "GET", path)
+        return decode_resource(response, "read", resource_type)
 
     async def vread(self, resource_type: str, resource_id: str, version_id: str) -> Resource:
         """``GET [base]/[type]/[id]/_history/[vid]`` (https://hl7.org/fhir/R4/http.html#vread)."""
         path = (f"{_checked_type(resource_type, 'vread')}/{_checked_id(resource_id, 'vread')}"
                 f"/_history/{_checked_id(version_id, 'vread')}")
-        response = await self._send("vread", resource_type, "GET", path)
-        return _resource(response, "vread", resource_type)
+        response = await self.transport.send("vread", resource_type, "GET", path)
+        return decode_resource(response, "vread", resource_type)
 
     async def search(
         self, resource_type: str, params: Sequence[tuple[str, str]] = (), *, max_pages: int | None = None
@@ -119,8 +95,8 @@ class FhirClient:
         query: list[tuple[str, str]] | None = list(params)
         found: list[Resource] = []
         for _page in range(limit):
-            response = await self._send("search", resource_type, "GET", url, params=query)
-            bundle = _resource(response, "search", "Bundle")
+            response = await self.transport.send("search", resource_type, "GET", url, params=query)
+            bundle = decode_resource(response, "search", "Bundle")
             for entry in _list(bundle.get("entry")):
                 resource = entry.get("resource") if isinstance(entry, dict) else None
                 mode = _dict(entry.get("search")).get("mode") if isinstance(entry, dict) else None
@@ -129,7 +105,7 @@ class FhirClient:
             next_url = _next_link(bundle)
             if next_url is None:
                 return found
-            url, query = self._same_origin(next_url, resource_type), None
+            url, query = self.transport.same_origin(next_url, resource_type), None
         raise FhirPagingLimitError(
             f"more than {limit} result pages; narrow the search or raise max_pages",
             operation="search",
@@ -146,7 +122,7 @@ class FhirClient:
         headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
         if if_none_exist:
             headers["If-None-Exist"] = str(httpx.QueryParams(tuple(if_none_exist)))
-        response = await self._send(
+        response = await self.transport.send(
             "create", resource_type, "POST", resource_type, content=_encode(resource), headers=headers,
         )
         return await self._written(response, "create", resource_type)
@@ -160,14 +136,14 @@ class FhirClient:
         headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
         if if_match is not None:
             headers["If-Match"] = _etag(if_match)
-        response = await self._send("update", resource_type, "PUT", path, content=_encode(resource),
+        response = await self.transport.send("update", resource_type, "PUT", path, content=_encode(resource),
                                     headers=headers)
         return await self._written(response, "update", resource_type)
 
     async def delete(self, resource_type: str, resource_id: str) -> None:
         """``DELETE [base]/[type]/[id]`` (https://hl7.org/fhir/R4/http.html#delete)."""
         path = f"{_checked_type(resource_type, 'delete')}/{_checked_id(resource_id, 'delete')}"
-        await self._send("delete", resource_type, "DELETE", path)
+        await self.transport.send("delete", resource_type, "DELETE", path)
 
     async def patch(
         self, resource_type: str, resource_id: str, operations: Sequence[dict[str, Any]],
@@ -181,7 +157,7 @@ class FhirClient:
         if if_match is not None:
             headers["If-Match"] = _etag(if_match)
         body = json.dumps(list(operations), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        response = await self._send("patch", resource_type, "PATCH", path, content=body, headers=headers)
+        response = await self.transport.send("patch", resource_type, "PATCH", path, content=body, headers=headers)
         return await self._written(response, "patch", resource_type)
 
     async def transaction(self, bundle: Resource) -> Resource:
@@ -190,11 +166,11 @@ class FhirClient:
         transaction raises the error class of its HTTP status (412 -> :class:`FhirConflictError`)."""
         if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in ("transaction", "batch"):
             raise FhirRequestError("not a transaction or batch Bundle", operation="transaction")
-        response = await self._send(
+        response = await self.transport.send(
             "transaction", None, "POST", "", content=_encode(bundle),
             headers={"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
         )
-        return _resource(response, "transaction", "Bundle")
+        return decode_resource(response, "transaction", "Bundle")
 
     async def history(self, resource_type: str, resource_id: str) -> list[Resource]:
         """``GET [base]/[type]/[id]/_history`` (https://hl7.org/fhir/R4/http.html#history): every
@@ -203,98 +179,36 @@ class FhirClient:
         url = f"{_checked_type(resource_type, 'history')}/{_checked_id(resource_id, 'history')}/_history"
         found: list[Resource] = []
         for _page in range(self.max_pages):
-            response = await self._send("history", resource_type, "GET", url)
-            bundle = _resource(response, "history", "Bundle")
+            response = await self.transport.send("history", resource_type, "GET", url)
+            bundle = decode_resource(response, "history", "Bundle")
             found.extend(entry["resource"] for entry in _list(bundle.get("entry"))
                          if isinstance(entry, dict) and isinstance(entry.get("resource"), dict))
             next_url = _next_link(bundle)
             if next_url is None:
                 return found
-            url = self._same_origin(next_url, resource_type)
+            url = self.transport.same_origin(next_url, resource_type)
         raise FhirPagingLimitError(f"more than {self.max_pages} history pages", operation="history",
                                    resource_type=resource_type)
 
     async def capabilities(self) -> Resource:
         """``GET [base]/metadata`` (https://hl7.org/fhir/R4/http.html#capabilities)."""
-        response = await self._send("capabilities", None, "GET", "metadata")
-        return _resource(response, "capabilities", "CapabilityStatement")
+        response = await self.transport.send("capabilities", None, "GET", "metadata")
+        return decode_resource(response, "capabilities", "CapabilityStatement")
 
-    # --- plumbing -----------------------------------------------------------------------
-
-    async def _send(
-        self,
-        operation: str,
-        resource_type: str | None,
-        method: str,
-        url: str,
-        *,
-        params: list[tuple[str, str]] | None = None,
-        content: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        started = time.perf_counter()
-        context: dict[str, Any] = {"operation": operation, "resource_type": resource_type}
-        try:
-            response = await self._http.request(
-                method, url, params=None if params is None else httpx.QueryParams(tuple(params)),
-                content=content, headers=headers,
-            )
-        except httpx.TimeoutException as exc:
-            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
-                # httpx-aiohttp maps a refused connection to ConnectTimeout; say what really happened.
-                raise FhirUnavailableError("could not reach the FHIR server (ConnectError)", **context) from exc
-            raise FhirUnavailableError("the FHIR server did not answer in time", **context) from exc
-        except httpx.TransportError as exc:
-            raise FhirUnavailableError(f"could not reach the FHIR server ({type(exc).__name__})",
-                                       **context) from exc
-        # Type, status and timing only: never the URL's query, which may hold search values.
-        logger.debug("FHIR %s %s -> %s in %.0f ms", operation, resource_type or "-", response.status_code,
-                     (time.perf_counter() - started) * 1000)
-        if response.is_success:
-            return response
-        raise error_for_response(response, **context)
+    # --- a write's answer ----------------------------------------------------------------
 
     async def _written(self, response: httpx.Response, operation: str, resource_type: str) -> Resource:
         if response.content.strip():
-            return _resource(response, operation, resource_type)
+            return decode_resource(response, operation, resource_type)
         # The server ignored Prefer: return=representation; the Location header names the version.
         location = response.headers.get("Location") or response.headers.get("Content-Location")
         if not location:
             raise FhirInvalidResponseError("write succeeded but the server returned neither the "
                                            "resource nor a Location", operation=operation,
                                            resource_type=resource_type, status_code=response.status_code)
-        reread = await self._send(operation, resource_type, "GET", self._same_origin(location, resource_type))
-        return _resource(reread, operation, resource_type)
-
-    def _same_origin(self, url: str, resource_type: str | None) -> str:
-        target = httpx.URL(url)
-        if not target.is_absolute_url:
-            return url
-        if _origin(target) != self._origin:
-            # Following it would send our credentials to another host (servers behind proxies
-            # sometimes advertise internal host names); the base URL setting must match.
-            raise FhirInvalidResponseError(
-                "the server linked to another host than fhir_base_url; check that setting",
-                operation="search", resource_type=resource_type,
-            )
-        return url
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default_port = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default_port
-
-
-def _resource(response: httpx.Response, operation: str, expected_type: str) -> Resource:
-    try:
-        body = json.loads(response.content)
-    except (ValueError, RecursionError) as exc:
-        raise FhirInvalidResponseError("the answer is not JSON", operation=operation,
-                                       resource_type=expected_type, status_code=response.status_code) from exc
-    if not isinstance(body, dict) or body.get("resourceType") != expected_type:
-        raise FhirInvalidResponseError(f"the answer is not a {expected_type}", operation=operation,
-                                       resource_type=expected_type, status_code=response.status_code)
-    return body
+        location = self.transport.same_origin(location, resource_type)
+        reread = await self.transport.send(operation, resource_type, "GET", location)
+        return decode_resource(reread, operation, resource_type)
 
 
 def _next_link(bundle: Resource) -> str | None:

@@ -11,7 +11,7 @@ Health require for system-to-system access:
 4. send ``Authorization: Bearer`` on every FHIR request, refreshing the cached token shortly before
    ``expires_in`` runs out, and once more when the FHIR server answers 401.
 
-:class:`SmartBackendAuth` is an ``httpx.Auth`` (the seam :class:`ehr.client.FhirClient` applies
+:class:`SmartBackendAuth` is an ``httpx.Auth`` (the seam :class:`ehr.transport.FhirTransport` applies
 auth at); a lock makes concurrent requests share one token request. Neither the assertion nor the
 token ever reaches a log line, an exception message or a ``repr``.
 """

@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 from fhir.resources.R4B.subscription import Subscription as R4BSubscription
 
-from ehr.client import FHIR_JSON, FhirClient
+from ehr.client import FhirClient
 from ehr.hook_secrets import channel_header, derive_secret
+from ehr.transport import FHIR_JSON
 
 PayloadKind = Literal["full-resource", "empty"]
 SubscriptionAction = Literal["created", "kept", "reactivated", "updated", "deleted-duplicate", "deleted-stale"]

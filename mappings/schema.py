@@ -1,7 +1,7 @@
 """The shape of a rule file (``mappings/rules/*.yaml``), as pydantic models that refuse unknown fields.
 
 Only the *shape* is checked here; what needs outside knowledge (FHIR status codes, FHIRPath,
-the template catalogue, the PHI profile) is checked in :mod:`mappings.rules`. The format is
+the template catalogue, the PHI profile) is checked in :mod:`mappings.loader`. The format is
 documented for integration engineers in ``mappings/README.md``.
 """
 

@@ -30,7 +30,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.storage.db import utcnow
+from portal_links.clock import utcnow
 from portal_links.tables import LinkRequest
 
 FAILURE_OUTCOMES = frozenset({"unknown", "malformed", "expired"})

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from .assertions import JWKS_MAX_AGE_SECONDS, AssertionKeyRing
+from .assertions.keyring import AssertionKeyRing
+from .assertions.timing import JWKS_MAX_AGE_SECONDS
 
 JWKS_PATH = "/.well-known/jwks.json"
 

@@ -4,10 +4,11 @@ The token itself is returned once, to be put in the message, and never stored or
 Targets are names ("report"), mapped to portal paths by :data:`PORTAL_PATHS`; the URL a patient
 is sent to never carries a resource id.
 
-Every request is recorded in ``link_request`` (:mod:`portal_links.requests`), with its audit
-entries, cheaply: a POST's rows are inserted in the same transaction as its redeem, a GET/HEAD
-costs one indexed lookup of the link (its id and patient reference, for the audit entry) and the
-inserts, and a token refused by its signature costs the inserts and no lookup of ``link_token``.
+Every request is recorded in ``link_request`` (:mod:`portal_links.requests`) and audited, in a
+write transaction, through the host's :class:`portal_links.ports.LinkPorts`, cheaply: a POST's rows
+are inserted in the same transaction as its redeem, a GET/HEAD costs one indexed lookup of the link
+(its id and patient reference, for the audit entry) and the inserts, and a token refused by its
+signature costs the inserts and no lookup of ``link_token``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from adapter.storage.db import RowSink, transaction, utcnow
+from portal_links.clock import utcnow
+from portal_links.ports import LinkPorts, RowSink
 from portal_links.tables import LinkToken
 
 from .requests import insert_request
@@ -51,9 +53,10 @@ class Redemption:
 
 
 class LinkStore:
-    def __init__(self, signer: LinkSigner, ttl: timedelta) -> None:
+    def __init__(self, signer: LinkSigner, ttl: timedelta, ports: LinkPorts) -> None:
         self.signer = signer
         self.ttl = ttl
+        self.ports = ports
 
     def mint(self, session: RowSink, *, purpose: str, target: str, patient_ref: str, resource_ref: str,
              max_opens: int = DEFAULT_MAX_OPENS, now: datetime | None = None,
@@ -88,14 +91,14 @@ class LinkStore:
         except TokenRefused as refused:
             outcome = LinkOutcome(refused.problem.value)
             if outcome is LinkOutcome.MALFORMED:
-                with transaction(engine) as session:
-                    insert_request(session, link_id=None, outcome=outcome.value, **log)
+                with self.ports.transaction(engine) as session:
+                    insert_request(session, self.ports.audit, link_id=None, outcome=outcome.value, **log)
                 return Redemption(outcome)
             signature_expired = True  # well signed but past its time: find the row for the log
         else:
             signature_expired = False
         digest = token_hash(token)
-        with transaction(engine) as session:
+        with self.ports.transaction(engine) as session:
             if not signature_expired:
                 counted = session.execute(
                     update(LinkToken)
@@ -105,7 +108,7 @@ class LinkStore:
                     .returning(col(LinkToken.id), col(LinkToken.target), col(LinkToken.patient_ref))
                 ).first()
                 if counted is not None:
-                    insert_request(session, link_id=counted[0], outcome=LinkOutcome.OPENED.value,
+                    insert_request(session, self.ports.audit, link_id=counted[0], outcome=LinkOutcome.OPENED.value,
                                    patient_ref=counted[2], **log)
                     return Redemption(LinkOutcome.OPENED, counted[1], counted[0], counted[2])
             row = session.exec(
@@ -121,7 +124,7 @@ class LinkStore:
                 result = Redemption(LinkOutcome.EXPIRED, link_id=row[0])
             else:
                 result = Redemption(LinkOutcome.EXHAUSTED, link_id=row[0])
-            insert_request(session, link_id=result.link_id, outcome=result.outcome.value,
+            insert_request(session, self.ports.audit, link_id=result.link_id, outcome=result.outcome.value,
                            patient_ref=row[3] if row is not None else None, **log)
         return result
 
@@ -138,18 +141,19 @@ class LinkStore:
             outcome = LinkOutcome.PREVIEW
         except TokenRefused as refused:
             outcome = LinkOutcome(refused.problem.value)
-        with transaction(engine) as session:
+        with self.ports.transaction(engine) as session:
             found = None
             if outcome is LinkOutcome.PREVIEW:  # the audit entry names the link and its patient
                 found = session.exec(select(col(LinkToken.id), col(LinkToken.patient_ref))
                                      .where(col(LinkToken.token_hash) == token_hash(token))).first()
-            insert_request(session, link_id=found[0] if found else None, outcome=outcome.value, client=client,
-                           user_agent=user_agent, method=method, at=now, patient_ref=found[1] if found else None)
+            insert_request(session, self.ports.audit, link_id=found[0] if found else None, outcome=outcome.value,
+                           client=client, user_agent=user_agent, method=method, at=now,
+                           patient_ref=found[1] if found else None)
         return outcome
 
     def record_rate_limited(self, engine: Engine, *, client: str | None, user_agent: str | None, method: str,
                             now: datetime | None = None) -> None:
         """Records a request the probe guard refused; its token is not looked at."""
-        with transaction(engine) as session:
-            insert_request(session, link_id=None, outcome=LinkOutcome.RATE_LIMITED.value, client=client,
-                           user_agent=user_agent, method=method, at=now or utcnow())
+        with self.ports.transaction(engine) as session:
+            insert_request(session, self.ports.audit, link_id=None, outcome=LinkOutcome.RATE_LIMITED.value,
+                           client=client, user_agent=user_agent, method=method, at=now or utcnow())

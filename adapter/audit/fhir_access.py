@@ -26,7 +26,7 @@ _VIA = {"via": "whatsapp", "performer": "system"}
 _HANDOFF_ERRORS = {"write conflict": "FhirConflictError", "ehr locked": "FhirError:423",
                    "ehr dependency failed": "FhirError:424", "no version id": "NoVersionId",
                    "reschedule incomplete; two bookings": "FhirError"}
-_SLOT_SEARCH = ("schedule", "status", "start", "_sort", "_count")  # ehr.writeback._search_free
+_SLOT_SEARCH = ("schedule", "status", "start", "_sort", "_count")  # ehr.writeback.slots.search_free
 
 
 def versioned_ref(resource: dict[str, Any] | None, fallback: str | None = None) -> str | None:

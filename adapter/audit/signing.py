@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from portal_links.assertions import jwk_thumbprint
+from portal_links.assertions.jwk import jwk_thumbprint
 
 
 class AuditKeyError(Exception):

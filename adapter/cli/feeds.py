@@ -56,8 +56,8 @@ def poll_now() -> None:
     """Polls the configured feeds once and prints, per feed, what was found and queued."""
     from datetime import timedelta
 
-    from adapter.app import make_fhir_client
     from adapter.feeds.polling import poll_once, polled_feeds
+    from adapter.service import make_fhir_client
     from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS
 
     settings = settings_or_exit()

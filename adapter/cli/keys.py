@@ -1,6 +1,6 @@
-"""``bridge keys ...``: the data and blind-index keys (issue 6, "rotation ... runs online with a CLI
-command"). Shows key ids and row counts, never key material. Every command is audited
-(``key-rotation``, agent ``cli:<os user>``).
+"""``bridge keys ...``: the data and blind-index keys, rotated online by a CLI command. Shows key ids
+and row counts, never key material. Every command is audited (``key-rotation``, agent
+``cli:<os user>``).
 
 Keyring mode (``BRIDGE_KEYRING_FILE``): ``rotate data|index`` generates the new key, makes it active,
 keeps the old one for reading, saves the file atomically and runs the re-encryption / re-indexing;
@@ -24,7 +24,9 @@ from sqlalchemy.engine import Engine
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.cli.support import fail, migrated_engine, operator, say, settings_or_exit
-from adapter.maintenance.key_rotation import key_usage, reencrypt, reindex, usage_by_column
+from adapter.maintenance.key_usage import key_usage, usage_by_column
+from adapter.maintenance.reencrypt import reencrypt
+from adapter.maintenance.reindex import reindex
 from adapter.security.crypto import KeySource
 from adapter.security.keys import RECHECK_SECONDS, Keyring, KeyringError, LocalWrappingKey, key_source
 from adapter.settings import Settings

@@ -49,7 +49,7 @@ def keygen(
 @smart_app.command("token")
 def token() -> None:
     """Fetches one access token with the configured settings; prints its expiry and scopes only."""
-    from ehr.smart_settings import smart_token_source
+    from ehr.auth_settings import smart_token_source
 
     settings = settings_or_exit()
     try:

@@ -1,14 +1,20 @@
 """What every ``bridge`` command group shares: settings loaded or a clear exit, a migrated engine,
-and output. Command groups live in their own modules (``cli_*.py``) and import these."""
+the composed service or a clear exit, the audit entry of an operator command, and output. Command
+groups live in their own modules in :mod:`adapter.cli` and import these."""
 
 from __future__ import annotations
 
 import getpass
+from typing import TYPE_CHECKING
 
 import typer
 from sqlalchemy.engine import Engine
 
 from adapter.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from adapter.audit.trail import AuditEntry
+    from adapter.service import Service
 
 
 def say(text: str) -> None:
@@ -34,6 +40,38 @@ def migrated_engine(settings: Settings) -> Engine:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     return engine
+
+
+def service_or_exit(settings: Settings) -> Service:
+    """The composed service, or a clear message and exit 2 when rules or templates are wrong."""
+    from adapter.service import build_service
+    from mappings.conversation import ConversationError
+    from mappings.errors import MappingError
+    from whatsapp.catalogue import CatalogueError
+
+    try:
+        return build_service(settings)
+    except (MappingError, CatalogueError, ConversationError, SettingsError) as error:
+        raise fail(str(error), 2) from None
+
+
+def audit_admin(engine: Engine, command: str, *, entity: str | None = None, patient: str | None = None,
+                **detail: str | int | bool | None) -> None:
+    """Records an operator command (``admin``, agent ``cli:<user>``) for commands whose change is
+    made by another module in a transaction of its own: recorded right after it, in a second one."""
+    from adapter.audit.trail import record
+    from adapter.storage.db import transaction
+
+    with transaction(engine) as session:
+        record(session, admin_entry(command, entity=entity, patient=patient, **detail))
+
+
+def admin_entry(command: str, *, entity: str | None = None, patient: str | None = None,
+                **detail: str | int | bool | None) -> AuditEntry:
+    from adapter.audit.trail import Action, AuditEntry, Kind
+
+    return AuditEntry(kind=Kind.ADMIN, action=Action.UPDATE, agent=operator(), patient_ref=patient,
+                      entity_ref=entity, detail={"command": command, **detail})
 
 
 def operator() -> str:

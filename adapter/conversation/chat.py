@@ -1,4 +1,5 @@
-"""The service's side of a chat: replies in the patient's language, and the conversation's state.
+"""The service's side of a chat: its settings, replies in the patient's language, and the conversation's
+state (welcomed, handed to staff).
 
 Every reply is queued in the outbox like any message (effectively-once by its natural key, paced,
 consent-checked) as a free-form message, with the parameter-less fallback template for when the
@@ -12,9 +13,10 @@ known, and why, as a code.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
@@ -22,12 +24,23 @@ from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, record
 from adapter.conversation.tables import Conversation
 from adapter.outbox.action_tokens import mint_action_token
 from adapter.outbox.store import OutboxStore
-from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.contacts import ContactBook
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import utcnow
 from mappings.conversation import Conversation as Texts
 from whatsapp.interactive import reply_buttons, text_message
+
+
+@dataclass(frozen=True)
+class ChatPolicy:
+    """Settings of the conversation: how long staff keep a conversation, and their opening hours."""
+
+    handoff_timeout: timedelta = timedelta(hours=24)
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    opens: time = time(8, 0)
+    closes: time = time(17, 0)
+    workdays: frozenset[int] = frozenset(range(5))  # Monday = 0
+    remind_after_confirm: bool = False  # setting: a Confirm tap cancels queued reminders unless True
 
 
 class ChatReplies:
@@ -124,15 +137,3 @@ def _audit_handoff(session: Session, action: Action, agent: str, patient_ref: st
     # the Task (when there is one) and the patient are the references.
     record(session, AuditEntry(kind=Kind.HANDOFF, action=action, agent=agent, patient_ref=patient_ref,
                                entity_ref=task_ref, detail={k: v for k, v in detail.items() if v is not None}))
-
-
-def notified_language(session: Session, phone_index: bytes, default: str) -> str:
-    """The template language of the latest notification to this number (chat replies excluded)."""
-    payload = session.exec(select(OutboxMessage.payload).where(
-        col(OutboxMessage.recipient_key) == phone_index, col(OutboxMessage.purpose) == "notify",
-        col(OutboxMessage.payload).is_not(None)).order_by(col(OutboxMessage.id).desc()).limit(1)).first()
-    try:
-        code = json.loads(payload or "{}")["template"]["language"]["code"]
-    except (KeyError, TypeError, ValueError):
-        return default
-    return str(code) if code else default

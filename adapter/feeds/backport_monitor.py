@@ -288,17 +288,3 @@ def _instant(moment: datetime) -> str:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def specs_from_settings(settings: Any) -> list[BackportSpec]:
-    """One :class:`BackportSpec` per ``backport_topics`` entry, keyed ``bp-{type}`` (``bp-appointment``)."""
-    return [BackportSpec(f"bp-{resource_type.lower()}"[:63], topic, resource_type, settings.backport_payload,
-                         settings.backport_heartbeat_seconds, settings.backport_timeout_seconds,
-                         settings.backport_max_count)
-            for resource_type, topic in sorted(settings.backport_topics.items())]
-
-
-def config_from_settings(settings: Any) -> BackportFeedConfig:
-    return BackportFeedConfig(gap_detection=settings.backport_gap_detection,
-                              gap_grace=timedelta(seconds=settings.backport_gap_grace_seconds),
-                              resync_margin=timedelta(seconds=settings.backport_resync_margin_seconds))

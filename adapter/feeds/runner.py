@@ -69,7 +69,7 @@ class FeedRunner:
 
     async def run(self, stop: asyncio.Event, *, manage_now: bool = True) -> None:
         """``manage_now=False`` when the start-up already ensured the Subscriptions
-        (:func:`adapter.app.keep_subscriptions`): two managers racing would create duplicates."""
+        (:func:`adapter.runtime.keep_subscriptions`): two managers racing would create duplicates."""
         loop = asyncio.get_running_loop()
         due: dict[str, float] = {} if manage_now else {"manage": loop.time() + self.check_interval.total_seconds()}
         step = min(self.poll_interval, self.check_interval).total_seconds()

@@ -1,5 +1,5 @@
 """The event feeds a running service keeps, besides the classic Subscriptions ensured at start-up
-(:func:`adapter.app.keep_subscriptions`): R4 Backport topic subscriptions and their monitor
+(:func:`adapter.runtime.keep_subscriptions`): R4 Backport topic subscriptions and their monitor
 (handshakes, event numbers, heartbeats, ``$status``, re-sync), the polling reconcile and the
 periodic subscription manager (:mod:`adapter.feeds.runner`, leader only), and their health.
 """
@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from adapter.feeds.backport_monitor import BackportFeedMonitor, config_from_settings, specs_from_settings
+from adapter.feeds.backport_monitor import BackportFeedConfig, BackportFeedMonitor
 from adapter.feeds.backport_monitor import feed_health as backport_feed_health
 from adapter.feeds.polling import feed_health as polled_feed_health
 from adapter.feeds.runner import health_stale_after, runner_from_settings
@@ -29,7 +30,17 @@ BACKPORT_TICK_SECONDS = 5.0  # heartbeats and gap grace periods are tens of seco
 
 
 def backport_specs(settings: Settings) -> list[BackportSpec]:
-    return specs_from_settings(settings)
+    """One :class:`BackportSpec` per ``backport_topics`` entry, keyed ``bp-{type}`` (``bp-appointment``)."""
+    return [BackportSpec(f"bp-{resource_type.lower()}"[:63], topic, resource_type, settings.backport_payload,
+                         settings.backport_heartbeat_seconds, settings.backport_timeout_seconds,
+                         settings.backport_max_count)
+            for resource_type, topic in sorted(settings.backport_topics.items())]
+
+
+def backport_config(settings: Settings) -> BackportFeedConfig:
+    return BackportFeedConfig(gap_detection=settings.backport_gap_detection,
+                              gap_grace=timedelta(seconds=settings.backport_gap_grace_seconds),
+                              resync_margin=timedelta(seconds=settings.backport_resync_margin_seconds))
 
 
 def ping_specs(settings: Settings) -> dict[str, SubscriptionSpec]:
@@ -42,7 +53,7 @@ def backport_monitor(settings: Settings, engine: Engine, fhir: FhirClient,
     specs = backport_specs(settings)
     if not specs:
         return None
-    return BackportFeedMonitor(engine, fhir, specs, config_from_settings(settings),
+    return BackportFeedMonitor(engine, fhir, specs, backport_config(settings),
                                public_base_url=settings.public_base_url,
                                master_secret=settings.ehr_hook_secret.get_secret_value().encode(),
                                on_stored=on_stored)

@@ -22,8 +22,9 @@ from adapter.ops.alerts import acknowledge, count_open
 from adapter.ops.tables import ServiceFlag
 from adapter.outbox.circuit_breaker import SENDING_PAUSED, pause_sending, resume_sending, sending_paused
 from adapter.outbox.tables import TemplateState
-from adapter.security.credentials import CredentialError, Principal, create_credential, revoke_credential
-from adapter.security.roles import AccessControl, Role, source_of
+from adapter.security.access import AccessControl, source_of
+from adapter.security.credentials import CredentialError, create_credential, revoke_credential
+from adapter.security.roles import Principal, Role
 from adapter.storage.db import transaction
 
 

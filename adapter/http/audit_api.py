@@ -26,8 +26,9 @@ from adapter.audit.csv_export import build_export
 from adapter.audit.search import AuditQuery, AuditQueryError, parse_query, search_audit
 from adapter.audit.signing import AuditSigner
 from adapter.audit.trail import _PHONE_LIKE, Action, AuditEntry, Kind, Outcome, record
-from adapter.security.credentials import AuthenticationError, LoginResult, Principal, login, logout
-from adapter.security.roles import AUDIT_READERS, AccessControl, Role, bearer, source_of
+from adapter.security.access import AccessControl, bearer, source_of
+from adapter.security.credentials import AuthenticationError, LoginResult, login, logout
+from adapter.security.roles import AUDIT_READERS, Principal, Role
 from adapter.storage.db import transaction
 
 MANIFEST_HEADER = "X-Audit-Manifest"  # base64url of the manifest JSON (the CSV and its proof in one response)

@@ -5,7 +5,8 @@
 - ``POST``: ``X-Hub-Signature-256`` is checked over the raw bytes before anything is parsed (any of
   the configured app secrets, so a secret can be rotated); then every status is stored once per
   (message id, status) and every inbound message once per id (its content encrypted), before the
-  200; the pipeline applies them afterwards (:mod:`adapter.outbox.statuses`, :mod:`adapter.conversation.inbound`).
+  200 (:mod:`adapter.conversation.webhook_store`); the pipeline applies them afterwards
+  (:mod:`adapter.outbox.statuses`, :mod:`adapter.conversation.inbound`).
   Template status changes update the template states at once (:mod:`adapter.outbox.templates`).
 - A POST without a signature, or with one that matches no secret, is audited as a security alert
   (DICOM 110113 on export; outcome 8, agent ``meta`` as claimed, source = the client's address,
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.outbox.statuses import store_batch
+from adapter.conversation.webhook_store import store_batch
 from adapter.recipients.contacts import ContactBook
 from adapter.storage.db import transaction
 from whatsapp.signature import verify

@@ -1,5 +1,5 @@
 """Retention purges: keep operational data no longer than needed (45 CFR 164.316 retention, HIPAA
-"minimum necessary"; issue 6, "Retention"). The audit trail is NOT purged here: its purge
+"minimum necessary"). The audit trail is NOT purged here: its purge
 (:mod:`adapter.audit.purge`) needs a maintenance database role, because the application role cannot
 delete audit rows. The audit trail keeps the access history (who opened which link, what was
 disclosed to whom), so the operational rows below can go.
@@ -22,7 +22,7 @@ Categories, each with its own age:
 
 Why the blind index goes too: STOP stays honoured without it. Consent is keyed by the patient's
 FHIR reference (``consent`` row, kept), every send path checks it by that reference (when deciding and
-again when claiming, :mod:`adapter.outbox.store`), and a new message's number comes from the EHR, so nothing
+again when claiming, :mod:`adapter.outbox.claims`), and a new message's number comes from the EHR, so nothing
 can reach an opted-out patient whether or not we remember the number. The price: a later START typed
 from that number is an unknown sender; re-enrolment goes through the hospital (``bridge consent``).
 The blind index stored on old outbox rows (``recipient_key``) stays: a keyed HMAC, useless without

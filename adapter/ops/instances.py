@@ -1,6 +1,6 @@
 """Several service instances on one database: who leads the periodic jobs, and SQLite's one-instance rule.
 
-DESIGN.md ("the database is the clock"; issue 7, *Several instances*): any number of instances share one
+DESIGN.md ("the database is the clock"): any number of instances share one
 PostgreSQL database. Work rows (inbox, outbox, statuses, inbound messages, action requests) are claimed
 with ``FOR UPDATE SKIP LOCKED`` and leases that expire when an instance dies; those claims need no
 leader. Periodic jobs that must run *once per tick across instances* (audit chaining and checkpoints,

@@ -10,8 +10,9 @@ hook; configuration errors (100, 132xxx …) → dead letter and an operator ale
 account-level errors (190, 368, 131031, 131042 …) → sending pauses for every instance until an admin
 runs ``bridge sending resume`` (:mod:`adapter.outbox.circuit_breaker`).
 
-Each attempt's outcome goes to :meth:`OutboxStore.record`, which audits it as a disclosure (or a
-failed one) in the same transaction; a message held back because sending paused is not an attempt.
+Each attempt's outcome goes to :meth:`OutboxStore.record` (:mod:`adapter.outbox.results`), which audits it
+as a disclosure (or a failed one) in the same transaction; a message held back because sending paused is
+not an attempt.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from typing import Any, Protocol
 
 from adapter.ops.tables import ServiceFlag
 from adapter.outbox.circuit_breaker import sending_paused
-from adapter.outbox.store import ClaimedMessage, OutboxStore, SendOutcome
+from adapter.outbox.claims import ClaimedMessage
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.throughput import TokenBucket
 from adapter.storage.db import utcnow
 from whatsapp.errors import (

@@ -5,7 +5,7 @@ from staff). If ``undeliverable_hook_url`` is set, each such dead letter is POST
 ids only — outbox id, rule, resource and patient references, Meta's error code; never the number or
 the message — and marked ``done``. A failing hook is retried on later ticks, at most once a minute.
 A delivered hook call is audited as a disclosure (``via: fallback-hook``) when it is marked done
-(:meth:`adapter.outbox.store.OutboxStore.hook_done`).
+(:func:`adapter.outbox.dead_letters.hook_done`).
 """
 
 from __future__ import annotations

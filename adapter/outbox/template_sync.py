@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 from adapter.outbox.templates import record_states
 from adapter.settings import Settings
 from whatsapp.catalogue import TemplateCatalogue
-from whatsapp.templates_api import SyncReport, TemplatesClient, sync_templates
+from whatsapp.template_sync import SyncReport, sync_templates
+from whatsapp.templates_api import TemplatesClient
 
 
 def templates_client(settings: Settings) -> TemplatesClient:

@@ -17,7 +17,7 @@ the re-read resource and of the Patient read for its telecom and language (BALP 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,8 +34,9 @@ from adapter.outbox.action_tokens import mint_action_token
 from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import NotificationSkip
 from adapter.recipients.consent import ConsentSource
-from adapter.scheduling.reminders import ReminderPlanner
+from adapter.scheduling.reminders import ReminderPlanner, policy_from_settings
 from adapter.scheduling.survey import queue_survey
+from adapter.settings import Settings
 from adapter.storage.db import transaction, utcnow
 from ehr.patient import mobile_number, patient_reference, preferred_language
 from mappings.phi_guard import PhiLeakError, check, identifying_strings
@@ -90,7 +91,7 @@ class Decider:
         self.outbox = outbox
         self.links = links
         self.config = config
-        self.reminders: ReminderPlanner | None = None  # set by the composition root (adapter.scheduling.reminders)
+        self.reminders: ReminderPlanner | None = None  # set by the composition root (attach, below)
         self.surveys = False  # setting survey_enabled (adapter.scheduling.survey), set by the composition root
 
     # --- read-only pre-checks, so the EHR is not asked for a patient we will not need
@@ -238,3 +239,20 @@ class _ListSink:
 
     def add(self, instance: Any) -> None:
         self.rows.append(instance)
+
+
+def _no_tokens(what: str) -> str:
+    raise RenderError("reminder", "buttons", what, "reminders carry no links or buttons")
+
+
+def render_contexts(config: DecideConfig) -> Callable[[str], RenderContext]:
+    """Render contexts for moved reminders: the decide step's zone, profile and site labels."""
+    return lambda language: RenderContext(
+        language=language, profile=config.profile, zone=config.zone, site_labels=config.site_labels,
+        default_site_label=config.default_site_label, mint_link=_no_tokens, mint_action=_no_tokens)
+
+
+def attach(decider: Decider, settings: Settings) -> None:
+    """Composition root: turns reminders (per the rules' offsets) and the survey on for ``decider``."""
+    decider.reminders = ReminderPlanner(decider.outbox, policy_from_settings(settings), render_contexts(decider.config))
+    decider.surveys = settings.survey_enabled

@@ -2,7 +2,7 @@
 
 A reminder is planned with a ``due_at`` outside the quiet hours and before the appointment
 (:func:`adapter.scheduling.reminders.due_time`); but if the service was down, or pacing held the row, it can
-come due later. At claim time (:class:`adapter.outbox.store.ClaimRules.reminder_gate`): a reminder
+come due later. At claim time (:class:`adapter.outbox.claims.ClaimRules.reminder_gate`): a reminder
 whose appointment has started is suppressed; one that comes due inside the quiet hours waits for
 their end if that is still before the start, else it is suppressed — never a message in the night.
 """

@@ -7,8 +7,8 @@ lists offsets before ``Appointment.start`` (``reminders: [2d, 2h]``, :mod:`mappi
 
 Each reminder row's natural key is ``reminder:<appointment>:<start>:<offset>``, so re-processing a
 version never duplicates it, and a new start (a reschedule) gives new keys. :meth:`ReminderPlanner.reconcile`
-runs for every processed Appointment version, in the decide transaction
-(:meth:`adapter.scheduling.decide.Decider.record`), and keeps the rows equal to the appointment:
+runs for every processed Appointment version, in the decide step's transaction, and keeps the rows
+equal to the appointment:
 
 - ``booked`` (https://hl7.org/fhir/R4/valueset-appointmentstatus.html) and not yet started: rows for
   every offset whose time has not passed; any other status (cancelled, noshow, entered-in-error,
@@ -16,11 +16,12 @@ runs for every processed Appointment version, in the decide transaction
 - a new ``start`` moves pending reminders: queued rows for the old start are cancelled and rows for the
   new start are rendered again (recipient and language taken from the old row, so no Patient read is
   needed);
-- the patient tapped Confirm: :func:`cancel_pending` (called by :mod:`adapter.conversation.inbound` in the tap's
+- the patient tapped Confirm: :func:`cancel_pending` (called by :mod:`adapter.conversation.taps` in the tap's
   transaction) cancels queued reminders unless ``remind_after_confirm``. The FHIR participant status
   cannot tell this: in R4 a ``booked`` appointment already has every participant ``accepted``;
-- quiet hours in the site's time zone move a reminder EARLIER, to the last allowed minute before
-  the night (:func:`due_time`), never into the night and never after the appointment;
+- quiet hours (:class:`mappings.quiet_hours.QuietHours`) in the site's time zone move a reminder EARLIER,
+  to the last allowed minute before the night (:func:`due_time`), never into the night and never after
+  the appointment;
 - several appointments of one patient on the same local day give one reminder per offset (the first
   planned); a per-patient daily cap skips the rest. Both are recorded as a
   :class:`~adapter.outbox.tables.NotificationSkip` with the reason ``same_day_reminder`` / ``daily_cap``.
@@ -31,60 +32,28 @@ Cancelled reminders stay as ``suppressed`` rows with a reason, so a later versio
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from adapter.outbox.store import OutboxStore, recipient_context
+from adapter.outbox.encoding import recipient_context
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import NotificationSkip, OutboxMessage
+from adapter.settings import Settings
 from adapter.storage.db import utcnow
 from mappings.context import RenderContext
 from mappings.fhir_time import parse_instant
+from mappings.quiet_hours import QuietHours
 from mappings.render import RenderError, render
 from mappings.rules import Rule
-
-if TYPE_CHECKING:
-    from adapter.scheduling.decide import DecideConfig, Decider
-    from adapter.settings import Settings
 
 KEY_PREFIX = "reminder:"
 PENDING = ("queued",)
 LIVE = ("queued", "sending", "sent")
-_QUIET = re.compile(r"^\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*-\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*$")
-
-
-class QuietHoursError(ValueError):
-    """The quiet-hours setting is not ``HH:MM-HH:MM``."""
-
-
-@dataclass(frozen=True)
-class QuietHours:
-    """No message starts strictly inside ``(begin, end)`` local time; wraps midnight when begin > end."""
-
-    begin: time
-    end: time
-
-    @classmethod
-    def parse(cls, text: str) -> QuietHours:
-        match = _QUIET.match(text)
-        if match is None:
-            raise QuietHoursError(f"quiet hours {text!r} must look like 21:00-08:00 (24-hour clock, local time)")
-        begin = time(int(match.group(1)), int(match.group(2)))
-        end = time(int(match.group(3)), int(match.group(4)))
-        if begin == end:
-            raise QuietHoursError(f"quiet hours {text!r} start and end at the same time; leave the setting empty "
-                                  "for no quiet hours")
-        return cls(begin, end)
-
-    def contains(self, moment: time) -> bool:
-        if self.begin < self.end:
-            return self.begin < moment < self.end
-        return moment > self.begin or moment < self.end
 
 
 @dataclass(frozen=True)
@@ -290,24 +259,9 @@ class ReminderPlanner:
         done.skipped.append((rule_id, reason))
 
 
-def _no_tokens(what: str) -> str:
-    raise RenderError("reminder", "buttons", what, "reminders carry no links or buttons")
-
-
-def render_contexts(config: DecideConfig) -> Callable[[str], RenderContext]:
-    """Render contexts for moved reminders: the decide step's zone, profile and site labels."""
-    return lambda language: RenderContext(
-        language=language, profile=config.profile, zone=config.zone, site_labels=config.site_labels,
-        default_site_label=config.default_site_label, mint_link=_no_tokens, mint_action=_no_tokens)
-
-
 def policy_from_settings(settings: Settings) -> ReminderPolicy:
+    """The reminder policy of the settings (the quiet-hours text was checked at start-up)."""
     quiet = QuietHours.parse(settings.quiet_hours) if settings.quiet_hours else None
     return ReminderPolicy(zone=ZoneInfo(settings.site_timezone), quiet=quiet,
                           remind_after_confirm=settings.remind_after_confirm, daily_cap=settings.reminder_daily_cap)
 
-
-def attach(decider: Decider, settings: Settings) -> None:
-    """Composition root: turns reminders (per the rules' offsets) and the survey on for ``decider``."""
-    decider.reminders = ReminderPlanner(decider.outbox, policy_from_settings(settings), render_contexts(decider.config))
-    decider.surveys = settings.survey_enabled

@@ -41,8 +41,7 @@ from sqlmodel import Session, col, select
 
 from adapter.audit.fhir_access import PATIENT_AGENT, versioned_ref
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome
-from adapter.conversation.chat import notified_language
-from adapter.outbox.store import OutboxStore
+from adapter.outbox.store import OutboxStore, notified_language
 from adapter.outbox.tables import ActionToken
 from adapter.recipients.consent import ConsentSource
 from adapter.recipients.contacts import ContactBook

@@ -1,1 +1,1 @@
-"""API credentials, sessions and roles for the auditor and admin APIs (issue 6)."""
+"""API credentials, sessions and roles for the auditor and admin APIs."""

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.security.roles import Role
+from adapter.security.roles import Principal, Role
 from adapter.security.tables import ApiCredential, ApiSession
 from adapter.storage.db import transaction, utcnow
 
@@ -37,19 +37,6 @@ class AuthenticationError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(f"authentication failed: {reason}")
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a valid session belongs to."""
-
-    name: str
-    role: Role
-    credential_id: int
-
-    @property
-    def agent(self) -> str:
-        return f"user:{self.name}"
 
 
 @dataclass(frozen=True)

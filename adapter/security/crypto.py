@@ -9,7 +9,7 @@ context only) are still read; ``bridge keys reencrypt`` rewrites them as ``v2``.
 
 A blind index is ``<4-byte key tag> || HMAC-SHA256(index key, value)[:28]``: the tag tells which
 index key made it (for rotation and ``bridge keys status``) and reveals nothing about the value.
-The index keys are separate from the data keys (issue 6), so rotating one leaves the other alone.
+The index keys are separate from the data keys, so rotating one leaves the other alone.
 
 Keys come from a :class:`KeySource` (:mod:`adapter.security.keys`: settings or a wrapped keyring file) and
 are never stored in the database. Errors::

@@ -1,4 +1,4 @@
-"""Roles and the FastAPI dependency that enforces them (45 CFR 164.312(a)(1) access control,
+"""The roles of the auditor and admin APIs and who holds one (45 CFR 164.312(a)(1) access control,
 minimum necessary): each role reaches only what its job needs.
 
 - ``auditor``: reads and exports audit content.
@@ -8,19 +8,13 @@ minimum necessary): each role reaches only what its job needs.
 - ``integration``: the EHR and Meta callbacks only (they authenticate by their own signatures), so it
   reaches nothing under ``/audit`` or ``/admin``.
 
-Every refusal is audited: a missing, forged, expired or ended session token as a security alert
-(outcome 8), a valid session with the wrong role as a security alert with outcome 4. The token
-itself is never logged or recorded.
+:mod:`adapter.security.access` enforces them on each request.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
-
-from fastapi import HTTPException, Request
-from sqlalchemy.engine import Engine
 
 
 class Role(StrEnum):
@@ -33,58 +27,14 @@ class Role(StrEnum):
 AUDIT_READERS = (Role.AUDITOR, Role.PRIVACY_OFFICER)
 
 
-def source_of(request: Request) -> str | None:
-    return request.client.host if request.client else None
+@dataclass(frozen=True)
+class Principal:
+    """Who a valid session belongs to."""
 
+    name: str
+    role: Role
+    credential_id: int
 
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
-
-
-class AccessControl:
-    """Checks ``Authorization: Bearer <session token>`` against the sessions table."""
-
-    def __init__(self, engine: Engine, session_minutes: int) -> None:
-        self.engine = engine
-        self.session_minutes = session_minutes
-
-    def require(self, *roles: Role) -> Callable[[Request], Awaitable[object]]:
-        """A FastAPI dependency returning the :class:`~adapter.security.credentials.Principal`; 401
-        without a live session, 403 for a role not in ``roles``."""
-        from adapter.security.credentials import AuthenticationError, Principal, authenticate
-
-        allowed = frozenset(roles)
-
-        async def dependency(request: Request) -> Principal:
-            token = bearer(request)
-            source = source_of(request)
-            route = request.scope.get("route")
-            # The route's template (``/admin/alerts/{alert_id}/ack``), not the URL: no ids in the detail.
-            path = str(getattr(route, "path", "?"))[:100]
-            if token is None:
-                await asyncio.to_thread(self._refused, None, source, path, "missing", None)
-                raise HTTPException(401, "a session token is required", {"WWW-Authenticate": "Bearer"})
-            try:
-                principal = await asyncio.to_thread(authenticate, self.engine, token)
-            except AuthenticationError as error:
-                await asyncio.to_thread(self._refused, None, source, path, error.reason, None)
-                raise HTTPException(401, "the session token is not valid", {"WWW-Authenticate": "Bearer"}) from None
-            if principal.role not in allowed:
-                await asyncio.to_thread(self._refused, principal, source, path, "role", principal.role)
-                raise HTTPException(403, "this role may not use this endpoint")
-            return principal
-
-        return dependency
-
-    def _refused(self, principal: object, source: str | None, path: str, reason: str, role: str | None) -> None:
-        from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-        from adapter.security.credentials import Principal
-        from adapter.storage.db import transaction
-
-        agent = principal.agent if isinstance(principal, Principal) else "unknown"
-        outcome = Outcome.MINOR_FAILURE if reason == "role" else Outcome.SERIOUS_FAILURE
-        with transaction(self.engine) as session:
-            record(session, AuditEntry(Kind.SECURITY_ALERT, Action.EXECUTE, outcome, agent=agent, agent_role=role,
-                                       source=source, detail={"reason": reason, "path": path}))
+    @property
+    def agent(self) -> str:
+        return f"user:{self.name}"

@@ -1,7 +1,7 @@
 """Database access: one engine per process, sessions, migrations, and the clock.
 
 SQLite (a file, the default) runs one instance; PostgreSQL runs several, which claim work with
-``FOR UPDATE SKIP LOCKED`` (see :mod:`adapter.outbox.store`). Times are aware UTC datetimes; SQLModel's
+``FOR UPDATE SKIP LOCKED`` (see :mod:`adapter.outbox.claims`). Times are aware UTC datetimes; SQLModel's
 ``UTCDateTime`` column type stores them as UTC on both databases and refuses naive values.
 """
 

@@ -22,8 +22,9 @@ from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.http.admin_api import build_admin_router
 from adapter.http.audit_api import MANIFEST_HEADER, build_audit_router
+from adapter.security.access import AccessControl
 from adapter.security.credentials import create_credential
-from adapter.security.roles import AccessControl, Role
+from adapter.security.roles import Role
 from adapter.storage.db import transaction
 from tests.support.asgi_server import serve_in_thread
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from adapter.app import Service, build_service, start, stop
+from adapter.audit.link_access import LINK_PORTS
 from adapter.audit.tables import AuditEvent
 from adapter.audit.trail import Kind
 from adapter.cli.main import app as cli_app
@@ -26,6 +26,7 @@ from adapter.conversation.tables import ActionRequest
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import InboxEvent, ResourceState
 from adapter.recipients.consent import OPTED_IN, set_consent
+from adapter.service import Service, build_service, start, stop
 from adapter.settings import load_settings
 from adapter.storage.db import transaction, utcnow
 from ehr.hook_secrets import authorization_header, derive_secret
@@ -222,7 +223,7 @@ class LinkSite:
 
 @pytest.fixture
 def links(engine: Engine) -> Iterator[LinkSite]:
-    store = LinkStore(LinkSigner(LINK_KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(LINK_KEY), timedelta(hours=72), LINK_PORTS)
     application = FastAPI()
     application.include_router(build_link_router(store, engine, PORTAL))
     with serve_in_thread(application) as url:
@@ -284,7 +285,7 @@ def test_a_revoked_link_is_audited_as_an_admin_action_then_a_refused_access(link
     from portal_links.revocation import revoke_link
 
     token = links.mint()
-    assert revoke_link(links.engine, links.link_id(token), agent="cli:example-operator") == 1
+    assert revoke_link(links.engine, links.link_id(token), agent="cli:example-operator", ports=LINK_PORTS) == 1
     assert links.post(token).status_code == 410
     revoked, access = audit_rows(links.engine)
     assert (revoked.kind, revoked.agent, revoked.entity_ref) == ("admin", "cli:example-operator",

@@ -21,11 +21,14 @@ from sqlmodel import Session, col, select
 from adapter.audit.tables import AuditEvent
 from adapter.conversation.chat import ChatReplies
 from adapter.conversation.inbound import InboundProcessor
+from adapter.conversation.webhook_store import store_batch
 from adapter.http.whatsapp_webhook import build_webhook_router
 from adapter.outbox.dispatch import Dispatcher, RetryPolicy
+from adapter.outbox.encoding import callback_data
 from adapter.outbox.fallback_hook import FallbackHook
-from adapter.outbox.statuses import apply_pending, store_batch
-from adapter.outbox.store import OutboxStore, SendOutcome, callback_data
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.statuses import apply_pending
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.storage.db import transaction, utcnow

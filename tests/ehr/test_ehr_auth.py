@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from adapter.settings import load_settings
-from ehr.auth import FhirAuth, auth_from_settings
+from ehr.auth import FhirAuth
+from ehr.auth_settings import auth_from_settings
 from ehr.client import FhirClient
 from ehr.errors import FhirAuthError
 from tests.support.fhir_server import RunningFhirServer, start_fhir_server

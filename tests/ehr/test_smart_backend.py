@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from adapter.cli.smart import smart_app
 from adapter.settings import SettingsError, load_settings
-from ehr.auth import auth_from_settings
+from ehr.auth_settings import auth_from_settings
 from ehr.client import FhirClient
 from ehr.errors import FhirAuthError, FhirUnavailableError
 from ehr.smart import SmartAuthError, SmartBackendAuth, SmartTokenSource, SmartTokenUnavailableError

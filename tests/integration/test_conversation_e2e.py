@@ -19,7 +19,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from adapter.conversation.tables import ActionRequest, InboundMessage
-from adapter.demo.run import DemoStack, start_stack, wait_for
+from adapter.demo.stack import DemoStack, start_stack, wait_for
 from adapter.storage.db import make_engine
 from mappings.conversation import Conversation
 from tests.support.e2e import create, ehr_client, health, patient, read, sent_to

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from adapter.demo.run import DemoStack, start_stack, wait_for
+from adapter.demo.stack import DemoStack, start_stack, wait_for
 from adapter.feeds.tables import InboxEvent
 from adapter.outbox.tables import NotificationSkip, OutboxMessage
 from adapter.recipients.consent import OPTED_IN, set_consent

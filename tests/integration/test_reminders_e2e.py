@@ -1,6 +1,6 @@
 """Reminders and the satisfaction survey end to end over real HTTP: the real sekmet-fhir server, the
 WhatsApp emulator and the service, with reminders and the survey turned on
-(:func:`adapter.scheduling.reminders.attach`).
+(:func:`adapter.scheduling.decide.attach`).
 
 Changes are made in the EHR as a front desk would (PUT the Appointment); the service learns of them
 through its subscription and keeps the reminder rows in its outbox equal to the appointment."""
@@ -17,9 +17,9 @@ import pytest
 from sqlmodel import Session, col, select
 
 from adapter.audit.tables import AuditEvent
-from adapter.demo.run import DemoStack, start_stack, wait_for
+from adapter.demo.stack import DemoStack, start_stack, wait_for
 from adapter.outbox.tables import OutboxMessage
-from adapter.scheduling.reminders import attach
+from adapter.scheduling.decide import attach
 from adapter.scheduling.survey import canonical
 from adapter.storage.db import make_engine
 from tests.integration.test_conversation_e2e import buttons, tap

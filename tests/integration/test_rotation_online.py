@@ -28,8 +28,10 @@ from sqlmodel import Session, col, select
 from adapter.app import create_app
 from adapter.cli.keys import GRACE_SECONDS
 from adapter.conversation.tables import InboundMessage
-from adapter.demo.run import wait_for
-from adapter.maintenance.key_rotation import key_usage, reencrypt, reindex
+from adapter.demo.stack import wait_for
+from adapter.maintenance.key_usage import key_usage
+from adapter.maintenance.reencrypt import reencrypt
+from adapter.maintenance.reindex import reindex
 from adapter.ops.tables import ServiceFlag
 from adapter.outbox.tables import OutboxMessage, RecipientPace
 from adapter.recipients.consent import OPTED_IN, set_consent

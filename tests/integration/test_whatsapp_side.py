@@ -21,13 +21,14 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from adapter.app import Service, create_app
+from adapter.app import create_app
 from adapter.conversation.tables import InboundMessage
-from adapter.demo.run import wait_for
+from adapter.demo.stack import wait_for
 from adapter.outbox.circuit_breaker import resume_sending
 from adapter.outbox.tables import OutboxMessage, SendAttempt
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.recipients.tables import ConsentRecord
+from adapter.service import Service
 from adapter.settings import DEMO_SECRET, Settings, load_settings
 from adapter.storage.db import transaction, utcnow
 from tests.support.asgi_server import serve_in_thread

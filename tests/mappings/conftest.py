@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from adapter.settings import DEFAULT_MAPPINGS_DIR
+from mappings.loader import load_rules
 from mappings.policy import PhiProfile
-from mappings.rules import RuleSet, load_rules
+from mappings.rules import RuleSet
 from tests.mappings.helpers import PUBLIC_BASE_URL
 from whatsapp.catalogue import TemplateCatalogue
 

@@ -1,4 +1,5 @@
-"""The FHIR inputs the mapping tests run over: the public examples plus our synthetic fixtures.
+"""The FHIR inputs the mapping tests run over: the public examples (``tests/fixtures/fhir``) plus our synthetic
+fixtures (``tests/mappings/fixtures``).
 
 Files are grouped into *file sets* by the prefix before ``__`` (``r4spec``, ``uscore``, ``msconv``,
 ``synthetic``, …): a reference such as ``Patient/example`` is resolved first inside the same file
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.examples import EXAMPLES_DIR
+from tests.support.examples import EXAMPLES_DIR, json_files
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 _REF_TAIL = re.compile(r"([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
@@ -81,7 +82,9 @@ def _references(node: Any) -> Iterator[str]:
 
 
 def load_cases() -> list[Case]:
-    files = sorted(EXAMPLES_DIR.glob("*.json")) + sorted(FIXTURES_DIR.glob("*.json"))
+    """Every Appointment and DiagnosticReport in the examples and fixtures; raises if there are none, so the tests
+    parametrised over them fail at collection rather than run over nothing."""
+    files = json_files(EXAMPLES_DIR) + json_files(FIXTURES_DIR)
     documents = {path: json.loads(path.read_text(encoding="utf-8")) for path in files}
     by_file: dict[Path, dict[str, dict[str, Any]]] = {}
     by_set: dict[str, dict[str, dict[str, Any]]] = {}
@@ -109,6 +112,8 @@ def load_cases() -> list[Case]:
                 elif target.get("resourceType") != "Patient":
                     related.append(target)
             cases.append(Case(path.name, resource, patient, related))
+    if not cases:
+        raise LookupError(f"no Appointment or DiagnosticReport in {EXAMPLES_DIR} or {FIXTURES_DIR}")
     return cases
 
 

@@ -20,15 +20,17 @@ from mappings.render import render
 from mappings.rules import RuleSet
 from tests.mappings.helpers import context
 from tests.mappings.mapping_corpus import Case, FakeMinter, load_cases
-from tests.support.examples import EXAMPLES_DIR, EXAMPLES_MISSING
+from tests.support.examples import EXAMPLES_DIR, json_files
 
-pytestmark = pytest.mark.skipif(EXAMPLES_MISSING, reason="shared FHIR examples not present")
-CASES = load_cases() if EXAMPLES_DIR.is_dir() else []
+CASES = load_cases()  # raises when there are none, so the parametrised tests below cannot collect nothing
 
 
-def test_the_shared_examples_are_all_here() -> None:
-    # Without this, a missing folder would quietly parametrise the tests below over nothing.
-    assert len(list(EXAMPLES_DIR.glob("*.json"))) >= 50
+def test_the_examples_are_all_here_and_each_has_its_source() -> None:
+    listed = set(re.findall(r"^\| `([^`]+\.json)` \|", (EXAMPLES_DIR / "SOURCES.md").read_text(encoding="utf-8"),
+                            re.MULTILINE))
+    assert {path.name for path in json_files(EXAMPLES_DIR)} == listed
+    assert len(listed) == 55
+    assert len(CASES) == 91  # 87 in the examples, 4 in the synthetic fixtures
 
 
 def test_the_corpus_covers_what_the_rules_handle() -> None:

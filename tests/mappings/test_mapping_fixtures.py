@@ -12,8 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from tests.mappings.mapping_corpus import FIXTURES_DIR
+from tests.support.examples import json_files
 
-FILES = sorted(FIXTURES_DIR.glob("*.json"))
+FILES = json_files(FIXTURES_DIR)  # raises when empty: collection fails instead of running nothing
 
 
 def validate(resource: dict[str, Any]) -> None:

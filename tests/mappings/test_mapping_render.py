@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from mappings.errors import RenderError
+from mappings.loader import load_rules
 from mappings.policy import PhiProfile
 from mappings.render import render
-from mappings.rules import Rule, RuleSet, load_rules
+from mappings.rules import Rule, RuleSet
 from tests.mappings.helpers import PUBLIC_BASE_URL, context, fixture, write_rules
 from tests.mappings.mapping_corpus import FakeMinter
 from whatsapp.catalogue import TemplateCatalogue

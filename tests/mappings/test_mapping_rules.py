@@ -8,8 +8,9 @@ import pytest
 
 from mappings.errors import MappingError
 from mappings.kinds import ActionToken, LinkToken, LocalDate, LocalTime, SiteLabel
+from mappings.loader import load_rules
 from mappings.policy import PhiProfile
-from mappings.rules import RuleSet, load_rules
+from mappings.rules import RuleSet
 from tests.mappings.helpers import write_rules
 from whatsapp.catalogue import TemplateCatalogue
 

@@ -10,10 +10,9 @@ import pytest
 
 from ehr.patient import ContactResult, NoMobileReason, mobile_number, patient_reference, preferred_language
 from tests.mappings.helpers import fixture
-from tests.support.examples import EXAMPLES_DIR, EXAMPLES_MISSING
+from tests.support.examples import EXAMPLES_DIR
 
 TODAY = date(2026, 6, 1)
-needs_examples = pytest.mark.skipif(EXAMPLES_MISSING, reason="shared FHIR examples not present")
 
 
 def example(name: str, resource_type: str = "Patient") -> dict[str, Any]:
@@ -27,7 +26,6 @@ def patient(*telecom: dict[str, Any], communication: list[dict[str, Any]] | None
     return {"resourceType": "Patient", "telecom": list(telecom), "communication": communication or []}
 
 
-@needs_examples
 @pytest.mark.parametrize(("file", "region", "expected"), [
     # mobile (03) 3410 5613 is not a US number; old entry skipped
     ("r4spec__Patient-example.json", "US", ContactResult.missing(NoMobileReason.INVALID_NUMBER)),
@@ -135,13 +133,12 @@ def test_preferred_language(who: dict[str, Any], available: list[str], expected:
 
 def test_preferred_language_of_fixture_and_examples() -> None:
     assert preferred_language(fixture("synthetic__patient.json"), ["en_US", "es"], "en_US") == "es"
-    if EXAMPLES_DIR.is_dir():
-        assert preferred_language(example("uscore__patient-example.json"), ["en_US", "es"], "en_US") == "es"
-        assert preferred_language(example("r4spec__Patient-f001.json"), ["en_US", "es"], "es") == "es"  # nl: fallback
-        # code "1" is not a language tag, so the fallback applies
-        assert preferred_language(example("msconv__LAB-ORU-1-expected.json"), ["en_US", "es"], "es") == "es"
-        # Arabic (preferred, first coding) is unavailable; its second coding, English, matches en_US
-        assert preferred_language(example("msconv__SIU-S12-01-expected.json"), ["en_US", "es"], "es") == "en_US"
+    assert preferred_language(example("uscore__patient-example.json"), ["en_US", "es"], "en_US") == "es"
+    assert preferred_language(example("r4spec__Patient-f001.json"), ["en_US", "es"], "es") == "es"  # nl: fallback
+    # code "1" is not a language tag, so the fallback applies
+    assert preferred_language(example("msconv__LAB-ORU-1-expected.json"), ["en_US", "es"], "es") == "es"
+    # Arabic (preferred, first coding) is unavailable; its second coding, English, matches en_US
+    assert preferred_language(example("msconv__SIU-S12-01-expected.json"), ["en_US", "es"], "es") == "en_US"
 
 
 @pytest.mark.parametrize(("resource", "expected"), [
@@ -163,7 +160,6 @@ def test_patient_reference(resource: dict[str, Any], expected: str | None) -> No
     assert patient_reference(resource) == expected
 
 
-@needs_examples
 def test_patient_reference_of_examples() -> None:
     assert patient_reference(example("r4spec__Appointment-example.json", "Appointment")) == "Patient/example"
     assert patient_reference(example("msconv__SIU-S12-01-expected.json", "Appointment")) == (

@@ -11,7 +11,8 @@ from sqlmodel import Session, col, select
 
 from adapter.ops.alerts import open_alerts
 from adapter.outbox.circuit_breaker import resume_sending, sending_paused
-from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.outbox.templates import record_states
 from adapter.recipients.consent import OPTED_OUT, set_consent

@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from adapter.audit.link_access import LINK_PORTS
 from adapter.conversation.chat import ChatReplies
 from adapter.conversation.inbound import InboundProcessor
 from adapter.conversation.tables import InboundMessage
+from adapter.conversation.webhook_store import store_batch
 from adapter.outbox.action_tokens import mint_action_token
-from adapter.outbox.statuses import store_batch
-from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.recipients.tables import WhatsAppContact
@@ -81,7 +83,7 @@ def test_a_dump_holds_no_phone_number_token_or_sensitive_text(engine: Engine) ->
     outbox = outbox_store(engine, pair_interval_seconds=0)
     replies = ChatReplies(outbox, Conversation.load(), "en_US", "service_update", ["en_US", "es"])
     processor = InboundProcessor(engine, replies)
-    links = LinkStore(LinkSigner(b"L" * 32), timedelta(hours=72))
+    links = LinkStore(LinkSigner(b"L" * 32), timedelta(hours=72), LINK_PORTS)
 
     # A notification: the contact and the outbox row (one sent, one still queued), a link and a button token.
     with transaction(engine) as session:

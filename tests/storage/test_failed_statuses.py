@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.conversation.webhook_store import store_batch
 from adapter.ops.alerts import open_alerts
 from adapter.outbox.circuit_breaker import sending_paused
-from adapter.outbox.statuses import apply_pending, store_batch
-from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.statuses import apply_pending
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import transaction, utcnow

@@ -13,8 +13,8 @@ from sqlmodel import Session, col, select
 from adapter.conversation.chat import ChatReplies
 from adapter.conversation.inbound import InboundProcessor
 from adapter.conversation.tables import InboundMessage
+from adapter.conversation.webhook_store import store_batch
 from adapter.outbox.action_tokens import mint_action_token
-from adapter.outbox.statuses import store_batch
 from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent

@@ -20,10 +20,14 @@ from typer.testing import CliRunner
 from adapter.audit.tables import AuditEvent
 from adapter.cli.keys import keys_app
 from adapter.conversation.chat import conversation_of
-from adapter.conversation.inbound import content_context
+from adapter.conversation.content import content_context
 from adapter.conversation.tables import ActionRequest, Conversation, InboundMessage
-from adapter.maintenance.key_rotation import key_usage, reencrypt, reindex
-from adapter.outbox.store import ClaimRules, OutboxStore, recipient_context
+from adapter.maintenance.key_usage import key_usage
+from adapter.maintenance.reencrypt import reencrypt
+from adapter.maintenance.reindex import reindex
+from adapter.outbox.claims import ClaimRules
+from adapter.outbox.encoding import recipient_context
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage, RecipientPace, WhatsAppStatus
 from adapter.outbox.templates import TemplateGate
 from adapter.recipients.contacts import ContactBook, legacy_phone_context

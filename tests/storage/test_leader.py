@@ -22,8 +22,10 @@ from sqlmodel import Session, select
 from adapter.audit.tables import AuditEvent
 from adapter.feeds.inbox import InboxStore
 from adapter.ops.instances import Leadership, hold_instance, sqlite_lock_path
+from adapter.outbox.claims import ClaimRules, _take_pace
 from adapter.outbox.dispatch import Dispatcher, RetryPolicy
-from adapter.outbox.store import ClaimRules, OutboxStore, SendOutcome, _take_pace
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.storage.db import make_engine, transaction, utcnow

@@ -17,6 +17,7 @@ from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.audit.link_access import LINK_PORTS
 from adapter.storage.db import transaction, utcnow
 from portal_links.guard import ProbeGuard, recent_rate_limited
 from portal_links.requests import classify_user_agent, insert_request
@@ -82,7 +83,7 @@ def test_rotated_signer_mints_with_the_new_key_and_verifies_old_tokens() -> None
 
 
 def test_mint_keeps_the_message_key_and_the_link_state(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     mint(engine, store, max_opens=1, message_key="outbox:DiagnosticReport/1:3:ready")
     with Session(engine) as session:
         row = session.exec(select(LinkToken)).one()
@@ -92,7 +93,7 @@ def test_mint_keeps_the_message_key_and_the_link_state(engine: Engine) -> None:
 
 
 def test_single_use_link_opens_exactly_once_under_concurrent_redeems(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store, max_opens=1)
     barrier, outcomes = threading.Barrier(10), []
     lock = threading.Lock()
@@ -114,7 +115,7 @@ def test_single_use_link_opens_exactly_once_under_concurrent_redeems(engine: Eng
 
 
 def test_every_request_is_recorded_with_its_link_and_never_the_token(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store, max_opens=1)
     assert store.preview(engine, token, client="198.51.100.7", user_agent="WhatsApp/2.23.20.0 A",
                          method="HEAD") is LinkOutcome.PREVIEW
@@ -142,7 +143,7 @@ def test_every_request_is_recorded_with_its_link_and_never_the_token(engine: Eng
 
 
 def test_previews_never_count_an_open_whoever_asks(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store, max_opens=1)
     for agent in ("WhatsApp/2.23.20.0 A", "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
                   "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/120.0.0.0 Safari/537.36",
@@ -154,7 +155,7 @@ def test_previews_never_count_an_open_whoever_asks(engine: Engine) -> None:
 
 
 def test_altered_token_is_refused_and_recorded_without_a_link_token_lookup(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store)
     # Every position, and at each the neighbouring alphabet letter: at the last position that
     # flips only base64 slack bits, a second spelling of the same bytes, which must not pass either.
@@ -175,7 +176,7 @@ def test_altered_token_is_refused_and_recorded_without_a_link_token_lookup(engin
 
 
 def test_expired_link_is_recorded_expired_with_its_id(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=1))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=1), LINK_PORTS)
     token = mint(engine, store, now=utcnow() - timedelta(hours=1, seconds=1))
     assert store.redeem(engine, token).outcome is LinkOutcome.EXPIRED
     assert store.preview(engine, token) is LinkOutcome.EXPIRED
@@ -184,7 +185,7 @@ def test_expired_link_is_recorded_expired_with_its_id(engine: Engine) -> None:
 
 
 def test_revocation_at_every_level_is_one_update_effective_at_once(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     start = utcnow()
     single = mint(engine, store, patient_ref="Patient/9")
     msg_a = mint(engine, store, patient_ref="Patient/9", message_key="m1")
@@ -198,25 +199,26 @@ def test_revocation_at_every_level_is_one_update_effective_at_once(engine: Engin
     with Session(engine) as session:
         single_id = session.exec(select(col(LinkToken.id)).where(col(LinkToken.token_hash) == token_hash(single))).one()
 
-    assert revoke_link(engine, single_id) == 1
+    assert revoke_link(engine, single_id, ports=LINK_PORTS) == 1
     assert store.redeem(engine, single).outcome is LinkOutcome.REVOKED
     assert store.redeem(engine, msg_a).outcome is LinkOutcome.OPENED
-    assert revoke_message(engine, "m1") == 2
+    assert revoke_message(engine, "m1", ports=LINK_PORTS) == 2
     assert {store.redeem(engine, t).outcome for t in (msg_a, msg_b)} == {LinkOutcome.REVOKED}
-    assert revoke_patient(engine, "Patient/2") == 2
+    assert revoke_patient(engine, "Patient/2", ports=LINK_PORTS) == 2
     assert {store.redeem(engine, t).outcome for t in (patient_a, patient_b)} == {LinkOutcome.REVOKED}
-    assert revoke_created_between(engine, start - timedelta(hours=3), start - timedelta(hours=1)) == 1
+    assert revoke_created_between(engine, start - timedelta(hours=3), start - timedelta(hours=1), ports=LINK_PORTS) == 1
     assert store.redeem(engine, window).outcome is LinkOutcome.REVOKED
     assert store.redeem(engine, outside).outcome is LinkOutcome.OPENED
     # Already revoked links are not counted again; their first revocation time stays.
-    assert revoke_patient(engine, "Patient/9") == 0 and revoke_link(engine, single_id) == 0
-    assert revoke_link(engine, 10_000_000) == 0
+    assert revoke_patient(engine, "Patient/9", ports=LINK_PORTS) == 0
+    assert revoke_link(engine, single_id, ports=LINK_PORTS) == 0
+    assert revoke_link(engine, 10_000_000, ports=LINK_PORTS) == 0
     with pytest.raises(ValueError):
-        revoke_created_between(engine, start, start)
+        revoke_created_between(engine, start, start, ports=LINK_PORTS)
 
 
 def test_ten_thousand_random_tokens_find_nothing_and_trip_the_guard(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     for i in range(20):
         mint(engine, store, patient_ref=f"Patient/{i}")
     guard, client, outcomes = ProbeGuard(limit=20, window_seconds=60), "203.0.113.66", Counter[str]()
@@ -245,12 +247,12 @@ def test_operators_see_recent_rate_limited_addresses(engine: Engine) -> None:
     with transaction(engine) as session:
         for client, count in (("203.0.113.5", 3), ("203.0.113.6", 1)):
             for _ in range(count):
-                insert_request(session, link_id=None, outcome="rate_limited", client=client, user_agent="curl/8",
-                               method="POST", at=now)
-        insert_request(session, link_id=None, outcome="rate_limited", client="203.0.113.7", user_agent=None,
-                       method="GET", at=now - timedelta(hours=3))
-        insert_request(session, link_id=None, outcome="malformed", client="203.0.113.8", user_agent=None,
-                       method="GET", at=now)
+                insert_request(session, LINK_PORTS.audit, link_id=None, outcome="rate_limited", client=client,
+                               user_agent="curl/8", method="POST", at=now)
+        insert_request(session, LINK_PORTS.audit, link_id=None, outcome="rate_limited", client="203.0.113.7",
+                       user_agent=None, method="GET", at=now - timedelta(hours=3))
+        insert_request(session, LINK_PORTS.audit, link_id=None, outcome="malformed", client="203.0.113.8",
+                       user_agent=None, method="GET", at=now)
     seen = recent_rate_limited(engine)
     assert [(c.client, c.requests) for c in seen] == [("203.0.113.5", 3), ("203.0.113.6", 1)]
     assert [c.client for c in recent_rate_limited(engine, since=now - timedelta(hours=4))][-1] == "203.0.113.7"

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from adapter.audit.link_access import LINK_PORTS
 from adapter.outbox.action_tokens import mint_action_token, resolve_action_token
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, AssumedConsent, RegistryConsent, set_consent
 from adapter.storage.db import transaction
@@ -25,7 +26,7 @@ def mint(engine: Engine, store: LinkStore, **kw: object) -> str:
 
 
 def test_token_is_short_opaque_and_only_its_hash_is_stored(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store)
     assert len(token) < 100 and "Patient" not in token and "DiagnosticReport" not in token
     with engine.connect() as connection:
@@ -34,7 +35,7 @@ def test_token_is_short_opaque_and_only_its_hash_is_stored(engine: Engine) -> No
 
 
 def test_redeem_counts_opens_up_to_the_limit(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store, max_opens=2)
     assert store.redeem(engine, token).outcome is LinkOutcome.OPENED
     assert store.redeem(engine, token).target == "report"
@@ -42,7 +43,7 @@ def test_redeem_counts_opens_up_to_the_limit(engine: Engine) -> None:
 
 
 def test_altered_token_is_refused_by_signature(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = mint(engine, store)
     altered = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
     assert store.redeem(engine, altered).outcome is LinkOutcome.MALFORMED
@@ -60,7 +61,7 @@ def test_expired_token_is_refused_without_lookup() -> None:
 
 
 def test_valid_signature_but_unknown_row_is_unknown(engine: Engine) -> None:
-    store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+    store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
     token = LinkSigner(KEY).mint(datetime.now(UTC) + timedelta(hours=1))
     assert store.redeem(engine, token).outcome is LinkOutcome.UNKNOWN
 

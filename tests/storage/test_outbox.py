@@ -10,7 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from adapter.outbox.store import OutboxStore, SendOutcome, outbox_id_from_callback
+from adapter.outbox.encoding import outbox_id_from_callback
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage, SendAttempt
 from adapter.storage.db import transaction, utcnow
 from tests.support.stores import outbox_store

@@ -12,8 +12,9 @@ from sqlmodel import Session, select
 
 from adapter.outbox.tables import OutboxMessage
 from adapter.scheduling.reminder_gate import ReminderGate
-from adapter.scheduling.reminders import QuietHours, ReminderPolicy
+from adapter.scheduling.reminders import ReminderPolicy
 from adapter.storage.db import transaction
+from mappings.quiet_hours import QuietHours
 from tests.support.stores import outbox_store
 
 ZONE = ZoneInfo("America/New_York")

@@ -13,21 +13,14 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.app import build_service
 from adapter.outbox.tables import NotificationSkip, OutboxMessage
 from adapter.recipients.consent import OPTED_IN, set_consent
-from adapter.scheduling.decide import Decider
-from adapter.scheduling.reminders import (
-    QuietHours,
-    QuietHoursError,
-    ReminderPolicy,
-    attach,
-    cancel_pending,
-    due_time,
-    parse_key,
-)
+from adapter.scheduling.decide import Decider, attach
+from adapter.scheduling.reminders import ReminderPolicy, cancel_pending, due_time, parse_key
+from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import transaction
+from mappings.quiet_hours import QuietHours, QuietHoursError
 from tests.support.synthetic import synthetic_appointment, synthetic_patient
 
 ZONE = ZoneInfo("Europe/Madrid")

@@ -13,6 +13,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.audit.link_access import LINK_PORTS
 from adapter.audit.tables import AuditEvent, LegalHold
 from adapter.conversation.tables import ActionRequest, InboundMessage
 from adapter.maintenance.retention import CATEGORY_NAMES, OPT_OUT_GRACE, RetentionPolicy, run_retention
@@ -65,7 +66,7 @@ def rows_by_category(events: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def mint_link(engine: Engine, *, expires_at: datetime, patient: str = "Patient/example-1") -> int:
-    store = LinkStore(LinkSigner(b"L" * 32), timedelta(hours=72))
+    store = LinkStore(LinkSigner(b"L" * 32), timedelta(hours=72), LINK_PORTS)
     with transaction(engine) as session:
         store.mint(session, purpose="diagnostic-report-ready", target="report", patient_ref=patient,
                    resource_ref="DiagnosticReport/example-1", now=expires_at - timedelta(hours=72))
@@ -75,8 +76,8 @@ def mint_link(engine: Engine, *, expires_at: datetime, patient: str = "Patient/e
 
 def log_request(engine: Engine, link_id: int | None, at: datetime) -> None:
     with transaction(engine) as session:
-        insert_request(session, link_id=link_id, outcome="preview" if link_id else "malformed", client="192.0.2.1",
-                       user_agent="WhatsApp/2.23", method="GET", at=at)
+        insert_request(session, LINK_PORTS.audit, link_id=link_id, outcome="preview" if link_id else "malformed",
+                       client="192.0.2.1", user_agent="WhatsApp/2.23", method="GET", at=at)
 
 
 def message(engine: Engine, outbox: OutboxStore, key: str, *, state: str, changed_at: datetime,

@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests on a :class:`adapter.demo.run.DemoStack` (EHR, emulator, service)."""
+"""Helpers for end-to-end tests on a :class:`adapter.demo.stack.DemoStack` (EHR, emulator, service)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from adapter.demo.run import DemoStack
+from adapter.demo.stack import DemoStack
 from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.settings import DEMO_SECRET, Settings
 from adapter.storage.db import make_engine, transaction

@@ -1,12 +1,17 @@
-"""Where the public FHIR R4 examples are: ``../shared/fhir-examples`` beside the checkout (as on
-developer machines and in CI), or the folder named by ``BRIDGE_FHIR_EXAMPLES``."""
+"""Where the public FHIR R4 examples the tests run over are: ``tests/fixtures/fhir`` in this repository
+(provenance and licences in its ``SOURCES.md``), so a bare clone runs every test over the same files."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-EXAMPLES_DIR = Path(os.environ.get("BRIDGE_FHIR_EXAMPLES",
-                                   Path(__file__).resolve().parents[3] / "shared" / "fhir-examples"))
-# In CI the examples must be there: a missing folder fails the run instead of skipping its tests.
-EXAMPLES_MISSING = not EXAMPLES_DIR.is_dir() and os.environ.get("CI") != "true"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
+
+
+def json_files(folder: Path) -> list[Path]:
+    """The ``*.json`` files in ``folder``, sorted. Raises when there are none: a test parametrised over them would
+    otherwise collect nothing and pass silently; raising at import makes collection fail instead."""
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no *.json files in {folder}: the tests built from them would collect nothing")
+    return files

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
-from adapter.outbox.store import ClaimRules, OutboxStore
+from adapter.outbox.claims import ClaimRules
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.templates import TemplateGate
 from adapter.recipients.contacts import ContactBook
 from adapter.security.crypto import BlindIndex, FieldCipher

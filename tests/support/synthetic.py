@@ -2,9 +2,9 @@
 
 Every resource carries the ``HTEST`` ("test health data") security tag, a name or text that says
 it is synthetic, a phone number from the fictional 555-01xx range, and a unique identifier (so a
-test can find its own resources on a shared server). The public examples in
-``../shared/fhir-examples`` have no cancelled/proposed appointments and no preliminary/amended
-reports; these builders fill that gap.
+test can find its own resources on a shared server). The public examples in ``tests/fixtures/fhir``
+have fixed dates, few appointments that are not booked and no preliminary or amended reports; these
+builders make appointments and reports of any status, at any time.
 """
 
 from __future__ import annotations

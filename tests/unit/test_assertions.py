@@ -19,15 +19,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
-from portal_links.assertions import (
-    MAX_ASSERTION_LIFETIME,
-    AssertionIssuer,
-    AssertionKeyRing,
-    AssertionRefused,
-    AssertionVerifier,
-    KeyState,
-    jwk_thumbprint,
-)
+from portal_links.assertions.issuer import AssertionIssuer
+from portal_links.assertions.jwk import jwk_thumbprint
+from portal_links.assertions.keyring import AssertionKeyRing, KeyState
+from portal_links.assertions.timing import MAX_ASSERTION_LIFETIME
+from portal_links.assertions.verifier import AssertionRefused, AssertionVerifier
 from portal_links.jwks import JWKS_PATH, build_jwks_router
 from tests.support.asgi_server import serve_in_thread
 

@@ -149,12 +149,13 @@ def test_templates_sync_explains_an_unreachable_waba(env: str, monkeypatch: pyte
 def test_links_revoke_at_each_level_and_explains_bad_input(env: str) -> None:
     from datetime import timedelta
 
+    from adapter.audit.link_access import LINK_PORTS
     from portal_links.store import LinkStore
     from portal_links.tokens import LinkSigner
 
     engine = make_engine(env)
     upgrade(engine)
-    store = LinkStore(LinkSigner(b"s" * 32), timedelta(hours=1))
+    store = LinkStore(LinkSigner(b"s" * 32), timedelta(hours=1), LINK_PORTS)
     with transaction(engine) as session:
         for n in range(4):
             store.mint(session, purpose="results", target="report", patient_ref=f"Patient/{n % 2}",

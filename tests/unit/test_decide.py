@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.app import build_service
 from adapter.outbox.tables import ActionToken, NotificationSkip, OutboxMessage
 from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.scheduling.decide import Decider
+from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import transaction
 from portal_links.tables import LinkToken

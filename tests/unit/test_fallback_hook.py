@@ -10,7 +10,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from adapter.outbox.fallback_hook import FallbackHook
-from adapter.outbox.store import OutboxStore, SendOutcome
+from adapter.outbox.results import SendOutcome
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.storage.db import transaction, utcnow
 from tests.support.asgi_server import serve_in_thread

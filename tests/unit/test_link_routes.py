@@ -23,6 +23,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.audit.link_access import LINK_PORTS
 from adapter.storage.db import make_engine, transaction, upgrade, utcnow
 from portal_links.guard import ProbeGuard, recent_rate_limited
 from portal_links.redact import TokenRedactingFilter, install_log_redaction, redact_link_tokens
@@ -54,7 +55,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 class Site:
     def __init__(self, engine: Engine, guard: ProbeGuard | None = None) -> None:
         self.engine = engine
-        self.store = LinkStore(LinkSigner(KEY), timedelta(hours=72))
+        self.store = LinkStore(LinkSigner(KEY), timedelta(hours=72), LINK_PORTS)
         self.outcomes: list[LinkOutcome] = []
         self.app = FastAPI()
         self.app.include_router(build_link_router(self.store, engine, PORTAL, self.outcomes.append,
@@ -128,11 +129,11 @@ def test_revocation_at_every_level_bites_at_once(sqlite_engine: Engine) -> None:
     windowed = site.mint(patient_ref="Patient/9", now=start - timedelta(hours=2))
     with Session(sqlite_engine) as session:
         single_id = session.exec(select(col(LinkToken.id)).where(col(LinkToken.token_hash) == token_hash(single))).one()
-    revocations = [(single, lambda: revoke_link(sqlite_engine, single_id)),
-                   (message, lambda: revoke_message(sqlite_engine, "msg-1")),
-                   (patient, lambda: revoke_patient(sqlite_engine, "Patient/8")),
+    revocations = [(single, lambda: revoke_link(sqlite_engine, single_id, ports=LINK_PORTS)),
+                   (message, lambda: revoke_message(sqlite_engine, "msg-1", ports=LINK_PORTS)),
+                   (patient, lambda: revoke_patient(sqlite_engine, "Patient/8", ports=LINK_PORTS)),
                    (windowed, lambda: revoke_created_between(sqlite_engine, start - timedelta(hours=3),
-                                                             start - timedelta(hours=1)))]
+                                                             start - timedelta(hours=1), ports=LINK_PORTS))]
     with serve_in_thread(site.app) as base, httpx.Client(base_url=base) as client:
         for token, revoke in revocations:
             assert client.post(f"/l/{token}").status_code == 303

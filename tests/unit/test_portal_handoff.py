@@ -16,7 +16,8 @@ from adapter.app import create_app
 from adapter.cli.main import app as cli
 from adapter.settings import SettingsError, load_settings
 from adapter.storage.db import transaction, upgrade, utcnow
-from portal_links.assertions import AssertionKeyRing, AssertionRefused, AssertionVerifier
+from portal_links.assertions.keyring import AssertionKeyRing
+from portal_links.assertions.verifier import AssertionRefused, AssertionVerifier
 from tests.support.asgi_server import serve_in_thread
 
 PSEUDONYM_KEY = base64.urlsafe_b64encode(b"p" * 32).decode()

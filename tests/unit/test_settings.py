@@ -107,7 +107,7 @@ def test_webhook_secret_rotation_and_whatsapp_limits() -> None:
 
 
 def test_an_unknown_fallback_template_stops_the_service_at_start(tmp_path: Path) -> None:
-    from adapter.app import build_service
+    from adapter.service import build_service
 
     settings = load_settings(mode="demo", database_url=f"sqlite:///{tmp_path / 'b.db'}",
                              whatsapp_fallback_template="no_such_template")
@@ -116,7 +116,7 @@ def test_an_unknown_fallback_template_stops_the_service_at_start(tmp_path: Path)
 
 
 def test_a_broken_conversation_file_stops_the_service_with_its_name(tmp_path: Path) -> None:
-    from adapter.app import build_service
+    from adapter.service import build_service
     from mappings.conversation import ConversationError
 
     broken = tmp_path / "conversation.yaml"

@@ -5,6 +5,7 @@ appointment (SQLite and PostgreSQL). The EHR write is in tests/integration/test_
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,11 +15,11 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.app import build_service
 from adapter.outbox.tables import ActionToken, OutboxMessage
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.scheduling import survey
-from adapter.scheduling.reminders import attach
+from adapter.scheduling.decide import attach
+from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import transaction
 from portal_links.tokens import token_hash
@@ -70,7 +71,15 @@ def test_the_list_and_template_carry_only_opaque_tokens(engine: Engine) -> None:
     rows = message["interactive"]["action"]["sections"][0]["rows"]
     assert [row["title"][0] for row in rows] == list(survey.SCORES)
     payload = template["components"][0]["parameters"][0]["payload"]
-    assert "a1" not in json.dumps(message) + payload and "Patient" not in json.dumps(message) + payload
+    tokens = [row["id"] for row in rows] + [payload]
+    # Opaque: 22 URL-safe characters each (secrets.token_urlsafe(16)), all different, none spelling a reference.
+    assert len(set(tokens)) == 6 and all(re.fullmatch(r"[A-Za-z0-9_-]{22}", token) for token in tokens)
+    assert not any("Appointment" in token or "Patient" in token for token in tokens)
+    # A random token contains "a1" by chance in about 3 % of runs, so the short id is looked for around them.
+    rest = json.dumps(message)
+    for token in tokens:
+        rest = rest.replace(token, "<token>")
+    assert rest.count("<token>") == 5 and "a1" not in rest and "Patient" not in rest
     with Session(engine) as session:
         found = session.exec(select(ActionToken).where(
             col(ActionToken.token_hash) == token_hash(rows[3]["id"]))).one()

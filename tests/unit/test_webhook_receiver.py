@@ -17,8 +17,9 @@ from sqlmodel import Session, select
 from adapter.conversation.tables import InboundMessage
 from adapter.http.whatsapp_webhook import build_webhook_router
 from adapter.ops.alerts import open_alerts
+from adapter.outbox.encoding import callback_data
 from adapter.outbox.statuses import apply_pending
-from adapter.outbox.store import OutboxStore, callback_data
+from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage, TemplateState, WhatsAppStatus
 from adapter.storage.db import transaction, utcnow
 from tests.support.asgi_server import serve_in_thread

@@ -33,7 +33,9 @@ from whatsapp.errors import (
     WhatsAppError,
 )
 from whatsapp.sender import CloudApiSender, SendResult
-from whatsapp.templates_api import CreatedTemplate, RemoteTemplate, SyncItem, TemplatesClient, sync_templates
+from whatsapp.template_payloads import CreatedTemplate, RemoteTemplate
+from whatsapp.template_sync import SyncItem, sync_templates
+from whatsapp.templates_api import TemplatesClient
 
 CASSETTES = Path(__file__).parent / "cassettes"
 # The catalogue as it was when the template cassettes were written: the live one grows independently.

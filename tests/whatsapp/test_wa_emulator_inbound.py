@@ -36,6 +36,15 @@ def last_value(receiver: Receiver) -> dict[str, Any]:
     return value
 
 
+def value_of(receiver: Receiver, message_id: str) -> dict[str, Any]:
+    """The ``value`` of the webhook that carried inbound message ``message_id``. Not simply the last webhook: the
+    status webhook of an earlier send is delivered in the background and may arrive after it."""
+    [value] = [change["value"] for document in receiver.documents() for entry in document["entry"]
+               for change in entry["changes"]
+               if any(message["id"] == message_id for message in change["value"].get("messages", []))]
+    return value
+
+
 @pytest.fixture
 def wired(receiver: Receiver, start_emulator: Callable[..., EmulatorServer]) -> EmulatorServer:
     return start_emulator(webhook_url=receiver.url, status_delays=StatusDelays(sent=0.01, delivered=None))
@@ -56,12 +65,14 @@ async def test_text_carries_phone_and_bsuid(wired: EmulatorServer, receiver: Rec
 async def test_template_quick_reply_tap_with_and_without_context(wired: EmulatorServer, receiver: Receiver) -> None:
     _, sent = await send_raw(wired.base_url, template_payload())
     wamid = sent["messages"][0]["id"]
-    await inbound(wired, {"from": PATIENT, "button": {"payload": "confirm:ob-1", "text": "Confirm"}, "context": wamid})
-    tapped = last_value(receiver)["messages"][0]
+    answer = await inbound(wired, {"from": PATIENT, "button": {"payload": "confirm:ob-1", "text": "Confirm"},
+                                   "context": wamid})
+    [tapped] = value_of(receiver, answer["message_id"])["messages"]
     assert tapped["type"] == "button" and tapped["button"] == {"payload": "confirm:ob-1", "text": "Confirm"}
     assert tapped["context"] == {"from": "12015550100", "id": wamid}
-    await inbound(wired, {"from": PATIENT, "button": {"payload": "cancel:ob-1", "text": "Cancel"}})
-    assert "context" not in last_value(receiver)["messages"][0]
+    answer = await inbound(wired, {"from": PATIENT, "button": {"payload": "cancel:ob-1", "text": "Cancel"}})
+    [untapped] = value_of(receiver, answer["message_id"])["messages"]
+    assert "context" not in untapped
     parsed = [m for _, body in receiver.received for m in parse_webhook(body).messages]
     assert [(m.button_payload, m.context_message_id) for m in parsed] == [
         ("confirm:ob-1", wamid), ("cancel:ob-1", None)]

@@ -14,14 +14,9 @@ from aiohttp import web
 
 from whatsapp.catalogue import CatalogueError, TemplateCatalogue
 from whatsapp.errors import AccountBlockedError, AmbiguousSendError, ConfigurationError, RetryableError, classify
-from whatsapp.templates_api import (
-    CreatedTemplate,
-    RemoteTemplate,
-    SyncItem,
-    TemplatesClient,
-    creation_body,
-    sync_templates,
-)
+from whatsapp.template_payloads import CreatedTemplate, RemoteTemplate, creation_body
+from whatsapp.template_sync import SyncItem, sync_templates
+from whatsapp.templates_api import TemplatesClient
 
 FROZEN_CATALOGUE = Path(__file__).parent / "cassettes" / "catalogue"
 WABA_ID = "100000000000002"

@@ -1,0 +1,66 @@
+"""``bridge serve``, ``bridge demo``, ``bridge emulator``: the long-running processes — the service with the
+configured settings (uvicorn), the self-contained demo (sandbox EHR, WhatsApp emulator, service) and the
+WhatsApp Cloud API emulator on its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adapter.cli.support import say, service_or_exit, settings_or_exit
+from adapter.settings import DEMO_SECRET
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def serve() -> None:
+    """Run the service (HTTP endpoints and the pipeline) with the configured settings."""
+    import uvicorn
+
+    from adapter.app import create_app
+
+    _logging()
+    settings = settings_or_exit()
+    application = create_app(settings, service=service_or_exit(settings))
+    uvicorn.run(application, host=settings.http_host, port=settings.http_port, log_level="info",
+                access_log=False,  # access logs would carry portal-link tokens in their paths
+                # Longer than clients keep idle connections, so an EHR never writes a notification
+                # onto a connection we are closing (seen as a lost request under burst load).
+                timeout_keep_alive=75)
+
+
+def demo(once: Annotated[bool, typer.Option(help="Exit after showing the messages.")] = False,
+         workdir: Annotated[Path | None, typer.Option(help="Folder for the demo's files.")] = None) -> None:
+    """Start a sandbox EHR, the WhatsApp emulator and the service; show what patients receive."""
+    from adapter.demo.run import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    raise typer.Exit(run_demo(say, keep_running=not once, workdir=workdir))
+
+
+def emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    webhook_url: Annotated[str | None, typer.Option(help="Where to POST status webhooks.")] = None,
+    public_base_url: Annotated[str, typer.Option(help="The service's public URL (template links).")] =
+        "http://127.0.0.1:8000",
+) -> None:
+    """Run the WhatsApp Cloud API emulator standalone (demo token and app secret)."""
+    from whatsapp.emulator.config import EmulatorConfig
+    from whatsapp.emulator.server import run_emulator
+
+    settings = settings_or_exit(mode="demo")
+    token = os.environ.get("BRIDGE_WHATSAPP_ACCESS_TOKEN", DEMO_SECRET)
+    secret = os.environ.get("BRIDGE_WHATSAPP_APP_SECRET", DEMO_SECRET)
+    run_emulator(EmulatorConfig(access_token=token, app_secret=secret, webhook_url=webhook_url,
+                                public_base_url=public_base_url,
+                                phone_numbers={settings.whatsapp_phone_number_id: "+1 555 0100"},
+                                waba_id=settings.whatsapp_waba_id), host="127.0.0.1", port=port)
+

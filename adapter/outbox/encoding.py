@@ -1,0 +1,31 @@
+"""How an outbox row's fields are written: the recipient's encryption context, the compact JSON of a
+message body, and the callback data that names the row in Meta's statuses.
+
+The outbox id travels as ``biz_opaque_callback_data`` (Cloud API send request), so a status can
+reconcile a send whose answer was lost (DESIGN.md, invariants).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CALLBACK_PREFIX = "outbox:"
+
+
+def recipient_context(natural_key: str) -> str:
+    return f"outbox.recipient_enc:{natural_key}"
+
+
+def callback_data(outbox_id: int) -> str:
+    return f"{CALLBACK_PREFIX}{outbox_id}"
+
+
+def outbox_id_from_callback(data: str | None) -> int | None:
+    if data and data.startswith(CALLBACK_PREFIX) and data[len(CALLBACK_PREFIX):].isdigit():
+        return int(data[len(CALLBACK_PREFIX):])
+    return None
+
+
+def compact_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
