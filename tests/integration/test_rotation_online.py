@@ -1,4 +1,4 @@
-"""Key rotation completes while the service keeps serving (issue 6, "Done when").
+"""Key rotation completes while the service keeps serving.
 
 The real service (HTTP app and pipeline) runs on a keyring file against the WhatsApp emulator over
 loopback HTTP. A thread keeps sends and inbound webhooks flowing while a separate ``bridge keys``

@@ -1,5 +1,5 @@
 """A database dump holds no plaintext phone number, link token, action token or sensitive inbound
-text (issue 6, "Data protection"; DESIGN.md: numbers encrypted at rest, tokens stored hashed, card
+text (DESIGN.md: numbers encrypted at rest, tokens stored hashed, card
 numbers, SSNs and passwords never stored). SQLite is dumped with ``iterdump()``, PostgreSQL with
 ``pg_dump``; the real flows store the data first."""
 

@@ -1,6 +1,6 @@
-"""Key rotation on both databases (issue 6: "rotation of the data key and of the index key runs
-online"): every value ends under the new data key, every blind index under the new index key, every
-contact stays findable, the old key can then be retired, and each run is audited."""
+"""Key rotation on both databases, run online: every value ends under the new data key, every blind
+index under the new index key, every contact stays findable, the old key can then be retired, and
+each run is audited."""
 
 from __future__ import annotations
 

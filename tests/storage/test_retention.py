@@ -1,4 +1,4 @@
-"""Retention purges on SQLite and PostgreSQL (issue 6, "Retention"): rows just inside each period
+"""Retention purges on SQLite and PostgreSQL: rows just inside each period
 stay, rows just outside go, rows in flight stay whatever their age, a second run removes nothing,
 every purge is audited with its row count, and an opted-out patient's contact data goes."""
 

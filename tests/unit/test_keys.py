@@ -1,4 +1,4 @@
-"""Keys (issue 6, data protection): AES-GCM values bound to their row, fresh nonces, a blind-index key
+"""Keys (data protection): AES-GCM values bound to their row, fresh nonces, a blind-index key
 separate from the data key, and a keyring file whose keys are wrapped (never in clear)."""
 
 from __future__ import annotations
