@@ -12,11 +12,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.feeds.tables import InboxEvent
+from adapter.feeds.tables import INBOX_CLAIMABLE, InboxEvent
+from adapter.storage.claimable import in_states, indexed_by
 from adapter.storage.db import insert_ignoring_duplicates, transaction, utcnow
 from ehr.notifications import IncomingNotification
 
 LEASE = timedelta(minutes=5)
+_CLAIMABLE = indexed_by(InboxEvent, "ix_inbox_claimable")
 
 
 def dedupe_key(item: IncomingNotification) -> str:
@@ -64,14 +66,17 @@ class InboxStore:
             record(session, entry)
 
     def claim(self, limit: int, now: datetime | None = None) -> list[InboxEvent]:
-        """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others)."""
+        """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others).
+
+        Reads the partial index of pending events (``ix_inbox_claimable``) in id order: the finished
+        history is never touched, only events still pending (due, retrying later, or leased)."""
         now = now or utcnow()
         with transaction(self.engine) as session:
             events = list(session.exec(
-                select(InboxEvent)
-                .where(col(InboxEvent.state) == "pending", col(InboxEvent.next_attempt_at) <= now,
-                       or_(col(InboxEvent.lease_until).is_(None), col(InboxEvent.lease_until) < now))
-                .order_by(col(InboxEvent.id))
+                select(_CLAIMABLE)
+                .where(in_states(_CLAIMABLE.state, INBOX_CLAIMABLE), col(_CLAIMABLE.next_attempt_at) <= now,
+                       or_(col(_CLAIMABLE.lease_until).is_(None), col(_CLAIMABLE.lease_until) < now))
+                .order_by(col(_CLAIMABLE.id))
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ))

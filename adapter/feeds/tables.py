@@ -10,12 +10,18 @@ from datetime import datetime
 from sqlalchemy import Column, Index, String
 from sqlmodel import Field, SQLModel
 
+from adapter.storage.claimable import claimable_index
+
+INBOX_CLAIMABLE = ("pending",)  # done and dead are finished: the claim never reads them
+
 
 class InboxEvent(SQLModel, table=True):
     """A change the EHR reported, stored before the EHR gets its 200 (at-least-once in)."""
 
     __tablename__ = "inbox_event"
-    __table_args__ = (Index("ix_inbox_due", "state", "next_attempt_at"),)
+    __table_args__ = (Index("ix_inbox_due", "state", "next_attempt_at"),
+                      # The claim reads pending events in id order (adapter.feeds.inbox).
+                      claimable_index("ix_inbox_claimable", "id", states=INBOX_CLAIMABLE))
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_column=Column(String(400), nullable=False, unique=True))

@@ -14,8 +14,9 @@ Categories, each with its own age:
   (ids, state, delivery status) stays so reports still count. Their ``send_attempt`` rows go;
   ``wa_status`` rows applied before the period go; ``action_token`` rows expired before it; processed
   ``wa_inbound`` rows (their content was dropped when processed); ``notification_skip`` rows;
-  ``action_request`` rows that are ``done`` or ``failed``. Rows still in flight (queued, sending,
-  pending, a pending fallback hook) stay whatever their age.
+  ``action_request`` rows that are ``done`` or ``failed``; ``inbox_event`` rows ``done`` or ``dead``
+  (references only; a repeat is still a no-op: ``resource_state`` keeps the version). Rows still in
+  flight (queued, sending, pending, a pending fallback hook) stay whatever their age.
 - **contacts on opt-out**: once a patient has been ``opted_out`` for :data:`OPT_OUT_GRACE` and has no
   message in flight (the STOP confirmation must still reach them), their ``wa_contact`` rows (the
   encrypted number AND its blind index) are deleted and their final outbox rows lose ``recipient_enc``.
@@ -54,6 +55,7 @@ from sqlmodel import Session
 from adapter.audit.tables import LegalHold
 from adapter.audit.trail import Action, AuditEntry, Kind, record
 from adapter.conversation.tables import ActionRequest, InboundMessage
+from adapter.feeds.tables import InboxEvent
 from adapter.outbox.tables import ActionToken, NotificationSkip, OutboxMessage, SendAttempt, WhatsAppStatus
 from adapter.recipients.consent import OPTED_OUT
 from adapter.recipients.tables import ConsentRecord, WhatsAppContact
@@ -64,6 +66,7 @@ from portal_links.tables import LinkRequest, LinkToken
 FINAL_STATES = ("sent", "dead", "suppressed")  # adapter.outbox.store: queued and sending are in flight
 PROCESSED_INBOUND = ("done", "failed")  # adapter.conversation.inbound: pending is in flight
 FINISHED_REQUESTS = ("done", "failed")  # adapter.conversation.actions: pending is in flight
+FINISHED_EVENTS = ("done", "dead")  # adapter.feeds.inbox: pending is in flight
 # How long after STOP the number stays: the confirmation and a hand-off in progress may still need it.
 OPT_OUT_GRACE = timedelta(days=1)
 
@@ -76,6 +79,7 @@ _action_token = table_of(ActionToken)
 _inbound = table_of(InboundMessage)
 _skip = table_of(NotificationSkip)
 _request = table_of(ActionRequest)
+_event = table_of(InboxEvent)
 _contact = table_of(WhatsAppContact)
 _consent = table_of(ConsentRecord)
 _hold = table_of(LegalHold)
@@ -180,6 +184,11 @@ def _inbound_rows(c: _Cutoffs) -> ColumnElement[bool]:
     return and_(_inbound.c.state.in_(PROCESSED_INBOUND), _inbound.c.received_at < c.messages, not_(_any_hold()))
 
 
+def _inbox_events(c: _Cutoffs) -> ColumnElement[bool]:
+    return and_(_event.c.state.in_(FINISHED_EVENTS), _event.c.received_at < c.messages,
+                or_(_event.c.processed_at.is_(None), _event.c.processed_at < c.messages), not_(_any_hold()))
+
+
 def _skips(c: _Cutoffs) -> ColumnElement[bool]:
     return and_(_skip.c.created_at < c.messages, not_(_held(_skip.c.patient_ref)))
 
@@ -217,6 +226,7 @@ CATEGORIES: tuple[_Category, ...] = (
     _Category("wa_status", _status, _statuses, lambda c: c.messages),
     _Category("action_token", _action_token, _action_tokens, lambda c: c.messages),
     _Category("wa_inbound", _inbound, _inbound_rows, lambda c: c.messages),
+    _Category("inbox_event", _event, _inbox_events, lambda c: c.messages),
     _Category("notification_skip", _skip, _skips, lambda c: c.messages),
     _Category("action_request", _request, _requests, lambda c: c.messages),
     _Category("opt_out_contact", _contact, _opted_out_contacts, lambda c: c.opt_out),

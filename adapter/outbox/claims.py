@@ -24,16 +24,18 @@ from sqlmodel import Session, col, or_, select
 
 from adapter.ops.alerts import raise_alert
 from adapter.outbox.encoding import callback_data, compact_json, recipient_context
-from adapter.outbox.tables import OutboxMessage, RecipientPace, SendAttempt
+from adapter.outbox.tables import OUTBOX_CLAIMABLE, OutboxMessage, RecipientPace, SendAttempt
 from adapter.outbox.templates import TemplateGate, TemplateView
 from adapter.recipients.consent import OPTED_OUT
 from adapter.recipients.contacts import ContactBook, window_open
 from adapter.recipients.tables import ConsentRecord
 from adapter.security.crypto import FieldCipher
+from adapter.storage.claimable import in_states, indexed_by
 from adapter.storage.db import table_of, transaction, utcnow
 
 SEND_LEASE = timedelta(minutes=2)
 TEMPLATE_HOLD = timedelta(minutes=5)
+_CLAIMABLE = indexed_by(OutboxMessage, "ix_outbox_claimable")
 
 
 @dataclass(frozen=True)
@@ -109,13 +111,14 @@ def claim_due(engine: Engine, cipher: FieldCipher, rules: ClaimRules, limit: int
     now = now or utcnow()
     claimed: list[ClaimedMessage] = []
     with transaction(engine) as session:
+        # Reads the partial index of in-flight rows (ix_outbox_claimable) in due order, up to ``now``:
+        # no sort, no final row. ``due_at <= now`` holds for an expired lease too: a row becomes
+        # ``sending`` only when claimed due, and keeps its ``due_at`` until it leaves that state.
         rows = list(session.exec(
-            select(OutboxMessage)
-            .where(or_(
-                (col(OutboxMessage.state) == "queued") & (col(OutboxMessage.due_at) <= now),
-                (col(OutboxMessage.state) == "sending") & (col(OutboxMessage.lease_until) < now),
-            ))
-            .order_by(col(OutboxMessage.due_at))
+            select(_CLAIMABLE)
+            .where(in_states(_CLAIMABLE.state, OUTBOX_CLAIMABLE), col(_CLAIMABLE.due_at) <= now,
+                   or_(col(_CLAIMABLE.state) == "queued", col(_CLAIMABLE.lease_until) < now))
+            .order_by(col(_CLAIMABLE.due_at), col(_CLAIMABLE.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         ))

@@ -2,7 +2,10 @@
 
 The webhook receiver only stores statuses (:mod:`adapter.conversation.webhook_store`); the pipeline
 then applies pending ones in batches (:func:`apply_pending`), claimed with ``SKIP LOCKED`` so several
-instances can share the work.
+instances can share the work. A batch works in sets: the claim reads a partial index of the unapplied
+statuses only (so its cost does not grow with the applied history), the outbox rows are read in one
+statement, the statuses are applied in memory in id order, and the results are written with one
+statement per kind — four statements for a batch of deliveries, whatever its size.
 
 Application is monotonic — sent < delivered < read, whatever order they arrive in, keyed by
 message id — and a status that carries our ``biz_opaque_callback_data`` settles a send whose
@@ -19,21 +22,23 @@ Audit: a status that settles a send whose answer was lost completes that send's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Row, bindparam, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_
 
-from adapter.audit.trail import record
+from adapter.audit.trail import AuditEntry, record
 from adapter.outbox.circuit_breaker import pause_sending
 from adapter.outbox.dead_letters import bury
 from adapter.outbox.dispatch import RetryPolicy
 from adapter.outbox.encoding import outbox_id_from_callback
-from adapter.outbox.results import disclosure_entry, lock_rows_in_order, replan_as_template
+from adapter.outbox.results import disclosure_entry, replan_as_template
 from adapter.outbox.tables import OutboxMessage, WhatsAppStatus
 from adapter.recipients.tables import WhatsAppContact
-from adapter.storage.db import transaction, utcnow
+from adapter.storage.db import table_of, transaction, utcnow
 from whatsapp.errors import (
     AccountBlockedError,
     ConfigurationError,
@@ -47,41 +52,61 @@ from whatsapp.errors import (
 log = logging.getLogger(__name__)
 
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}
+_status = table_of(WhatsAppStatus)
+_contact = table_of(WhatsAppContact)
+# The claim reads the partial index of unapplied statuses (ix_wa_status_unapplied) in id order, so
+# its cost does not grow with the applied history.
+_CLAIM = (select(_status.c.id, _status.c.wamid, _status.c.status, _status.c.meta_timestamp, _status.c.callback_data,
+                 _status.c.error_code, _status.c.error_title, _status.c.user_id_index)
+          .where(_status.c.applied_at.is_(None)).order_by(_status.c.id))
+_LINK = (update(_contact).where(_contact.c.phone_index == bindparam("phone"), _contact.c.user_id_index.is_(None))
+         .values(user_id_index=bindparam("user_id")))
 
 
 def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None = None) -> int:
-    """Applies up to ``limit`` stored statuses to the outbox in one transaction; returns how many."""
+    """Applies up to ``limit`` stored statuses to the outbox in one transaction; returns how many.
+
+    In sets: one claim of the statuses, one read of the outbox rows they concern (locked in id order,
+    as :func:`adapter.outbox.results.record_outcomes` locks them, so several instances wait for each
+    other instead of deadlocking), the statuses applied in id order in memory exactly as one by one,
+    then one write per kind: the changed outbox rows, the learnt user ids, the audit entries and the
+    statuses' ``applied_at``."""
     policy = policy or RetryPolicy(8, 2.0, 900.0)
     with transaction(engine) as session:
-        pending = list(session.exec(
-            select(WhatsAppStatus).where(col(WhatsAppStatus.applied_at).is_(None))
-            .order_by(col(WhatsAppStatus.id)).limit(limit).with_for_update(skip_locked=True)))
-        now = utcnow()
-        # Several instances: lock the outbox rows these statuses touch in id order first, as
-        # adapter.outbox.results.record_outcomes does, so the two never deadlock on them.
-        lock_rows_in_order(session, [i for i in (outbox_id_from_callback(s.callback_data) for s in pending) if i],
-                           [status.wamid for status in pending])
+        pending = session.execute(_CLAIM.limit(limit).with_for_update(skip_locked=True)).all()
+        if not pending:
+            return 0
+        rows = _locked_rows(session, pending)
+        by_id = {row.id: row for row in rows}
+        by_wamid = {row.wamid: row for row in rows if row.wamid is not None}
+        audit: list[AuditEntry] = []
+        links: dict[bytes, bytes] = {}
         for status in pending:
-            row = _apply(session, status, policy)
+            row = _apply(session, status, by_id, by_wamid, policy, audit)
             if row is not None and status.user_id_index is not None and row.recipient_key is not None:
-                _link_user_id(session, row.recipient_key, status.user_id_index)
-            status.applied_at = now
-            session.add(status)
+                # Meta told us the business-scoped user id of a number we message: remember it, so a
+                # later message from that user without a phone number still finds the patient. Only
+                # contacts without one are set, so the first status per number wins, as one by one.
+                links.setdefault(row.recipient_key, status.user_id_index)
+        session.flush()
+        record(session, *audit)
+        if links:
+            session.execute(_LINK, [{"phone": phone, "user_id": user_id} for phone, user_id in links.items()])
+        session.execute(update(_status).where(_status.c.id.in_([status.id for status in pending]))
+                        .values(applied_at=utcnow()))
         return len(pending)
 
 
-def _link_user_id(session: Session, phone_index: bytes, user_id_index: bytes) -> None:
-    """Meta told us the business-scoped user id of a number we message: remember it, so a later
-    message from that user without a phone number still finds the patient."""
-    for contact in session.exec(select(WhatsAppContact).where(col(WhatsAppContact.phone_index) == phone_index,
-                                                               col(WhatsAppContact.user_id_index).is_(None))):
-        contact.user_id_index = user_id_index
-        session.add(contact)
-
-
-def _outbox_row(session: Session, condition: ColumnElement[bool]) -> OutboxMessage | None:
-    # Locked, so two instances applying statuses of one message cannot undo each other's step.
-    return session.exec(select(OutboxMessage).where(condition).with_for_update()).first()
+def _locked_rows(session: Session, pending: Sequence[Row[Any]]) -> list[OutboxMessage]:
+    """Every outbox row the statuses may touch (named by our callback data or by message id), read
+    and locked in one statement, in id order. Locked, so two instances applying statuses of one
+    message cannot undo each other's step."""
+    ids = [found for found in (outbox_id_from_callback(status.callback_data) for status in pending) if found]
+    condition: ColumnElement[bool] = col(OutboxMessage.wamid).in_({status.wamid for status in pending})
+    if ids:
+        condition = or_(condition, col(OutboxMessage.id).in_(set(ids)))
+    return list(session.scalars(select(OutboxMessage).where(condition).order_by(col(OutboxMessage.id))
+                                .with_for_update()))
 
 
 def _settle_by_status(row: OutboxMessage, wamid: str) -> bool:
@@ -93,17 +118,20 @@ def _settle_by_status(row: OutboxMessage, wamid: str) -> bool:
     return True
 
 
-def _apply(session: Session, status: WhatsAppStatus, policy: RetryPolicy) -> OutboxMessage | None:
+def _apply(session: Session, status: Row[Any], by_id: dict[int | None, OutboxMessage],
+           by_wamid: dict[str, OutboxMessage], policy: RetryPolicy, audit: list[AuditEntry]) -> OutboxMessage | None:
+    """One status, on the rows read for the batch; ``by_wamid`` follows every change of a row's wamid,
+    so a later status of the batch finds the row where a query would have found it."""
     row = None
     callback_id = outbox_id_from_callback(status.callback_data)
     if callback_id is not None:
-        row = _outbox_row(session, col(OutboxMessage.id) == callback_id)
+        row = by_id.get(callback_id)
         if row is not None and _settle_by_status(row, status.wamid):
+            by_wamid[status.wamid] = row
             # The lost answer's send did reach Meta: record the disclosure it was.
-            record(session, disclosure_entry(row, row.id or 0, row.attempts, "sent", wamid=status.wamid,
-                                             via="status"))
+            audit.append(disclosure_entry(row, row.id or 0, row.attempts, "sent", wamid=status.wamid, via="status"))
     if row is None or row.wamid != status.wamid:
-        row = _outbox_row(session, col(OutboxMessage.wamid) == status.wamid)
+        row = by_wamid.get(status.wamid)
     if row is None:
         return None
     current = STATUS_RANK.get(row.delivery_status or "", 0)
@@ -111,14 +139,16 @@ def _apply(session: Session, status: WhatsAppStatus, policy: RetryPolicy) -> Out
         if current < STATUS_RANK["delivered"] and row.state == "sent":
             row.delivery_status, row.delivery_status_ts = "failed", status.meta_timestamp
             row.last_error_code = status.error_code
+            before = row.wamid
             _after_failure(session, row, status, policy)
+            if before is not None and row.wamid != before:
+                by_wamid.pop(before, None)
     elif STATUS_RANK.get(status.status, 0) > current:
         row.delivery_status, row.delivery_status_ts = status.status, status.meta_timestamp
-    session.add(row)
     return row
 
 
-def _after_failure(session: Session, row: OutboxMessage, status: WhatsAppStatus, policy: RetryPolicy) -> None:
+def _after_failure(session: Session, row: OutboxMessage, status: Row[Any], policy: RetryPolicy) -> None:
     """Meta accepted the message and then could not deliver it: decide as for a synchronous error."""
     error = from_error_fields(code=status.error_code, message=status.error_title or "")
     name = type(error).__name__

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+from adapter.storage.claimable import claimable_index
+
+OUTBOX_CLAIMABLE = ("queued", "sending")  # sent, dead and suppressed are final: claims never read them
 
 
 class NotificationSkip(SQLModel, table=True):
@@ -34,7 +38,9 @@ class OutboxMessage(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "due_at"),)
+    __table_args__ = (Index("ix_outbox_due", "state", "due_at"),
+                      # The claim reads in-flight rows in due order (adapter.outbox.claims).
+                      claimable_index("ix_outbox_claimable", "due_at", "id", states=OUTBOX_CLAIMABLE))
 
     id: int | None = Field(default=None, primary_key=True)
     natural_key: str = Field(sa_column=Column(String(300), nullable=False, unique=True))
@@ -87,7 +93,10 @@ class WhatsAppStatus(SQLModel, table=True):
     and applied to the outbox afterwards, in batches (:mod:`adapter.outbox.statuses`)."""
 
     __tablename__ = "wa_status"
-    __table_args__ = (Index("ix_wa_status_pending", "applied_at", "id"),)
+    # The status claim reads only unapplied statuses, in id order, whatever the applied history
+    # (adapter.outbox.statuses): a partial index of exactly those rows.
+    __table_args__ = (Index("ix_wa_status_unapplied", "id", postgresql_where=text("applied_at IS NULL"),
+                            sqlite_where=text("applied_at IS NULL")),)
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
