@@ -8,10 +8,16 @@
   200 (:mod:`adapter.conversation.webhook_store`); the pipeline applies them afterwards
   (:mod:`adapter.outbox.statuses`, :mod:`adapter.conversation.inbound`).
   Template status changes update the template states at once (:mod:`adapter.outbox.templates`).
+- Group commit (:mod:`adapter.http.group_commit`): webhooks that arrive together are stored in one
+  transaction and each is answered 200 only after that commit. If the shared write fails, each
+  webhook of the group is stored alone, so a bad one fails only itself (with the same 500 as
+  before group commit); a database that cannot be reached fails them all at once, also with 500.
 - A POST without a signature, or with one that matches no secret, is audited as a security alert
   (DICOM 110113 on export; outcome 8, agent ``meta`` as claimed, source = the client's address,
   reason ``signature-missing`` / ``signature-mismatch``) in its own small transaction. Neither the
   body nor the signature is stored: they are the attacker's input, and may carry anything.
+
+The POST route is a plain Starlette endpoint: no dependency resolution or response model per request.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ from collections.abc import Callable, Sequence
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.conversation.webhook_store import store_batch
+from adapter.conversation.webhook_store import record_template_events, store_batch, store_batches
+from adapter.http.group_commit import GroupCommit
 from adapter.recipients.contacts import ContactBook
 from adapter.storage.db import transaction
 from whatsapp.signature import verify
-from whatsapp.webhook import WebhookPayloadError, parse_webhook
+from whatsapp.webhook import WebhookBatch, WebhookPayloadError, parse_webhook
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+OK = b'{"status":"ok"}'
 
 
 def record_forged_webhook(engine: Engine, source: str | None, reason: str) -> None:
@@ -42,13 +51,48 @@ def record_forged_webhook(engine: Engine, source: str | None, reason: str) -> No
                                    detail={"reason": reason}))
 
 
+def store_group(engine: Engine, contacts: ContactBook) -> Callable[[Sequence[WebhookBatch]], list[int | Exception]]:
+    """The group writer's ``write_many``: per webhook, how many items were new, or why it failed."""
+
+    def write(batches: Sequence[WebhookBatch]) -> list[int | Exception]:
+        outcomes: list[int | Exception]
+        try:
+            outcomes = list(store_batches(engine, list(batches), contacts))
+        except OperationalError as error:  # unreachable or failing database: alone would fail the same
+            return [error] * len(batches)
+        except Exception as error:
+            if len(batches) == 1:
+                return [error]
+            outcomes = []
+        if not outcomes:  # the shared write failed: each alone, so one bad webhook fails only itself
+            return [_alone(engine, batch, contacts) for batch in batches]
+        for index, batch in enumerate(batches):
+            if batch.template_statuses:
+                try:
+                    record_template_events(engine, batch)
+                except Exception as error:
+                    outcomes[index] = error
+        return outcomes
+
+    return write
+
+
+def _alone(engine: Engine, batch: WebhookBatch, contacts: ContactBook) -> int | Exception:
+    try:
+        return store_batch(engine, batch, contacts)
+    except Exception as error:
+        return error
+
+
 def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_token: str, contacts: ContactBook,
                          on_stored: Callable[[], None] | None = None) -> APIRouter:
-    """``on_stored`` is called after new items were stored (the pipeline wakes up to apply them)."""
+    """``on_stored`` is called after new items were stored (the pipeline wakes up to apply them). The
+    router's lifespan starts and stops the group writer with the app that includes it."""
     app_secrets = [secret for secret in app_secrets if secret]
     if not app_secrets:
         raise ValueError("a WhatsApp app secret is required: webhooks are refused without one (fail closed)")
-    router = APIRouter()
+    writer: GroupCommit[WebhookBatch, int] = GroupCommit(store_group(engine, contacts))
+    router = APIRouter(lifespan=writer.lifespan)
 
     @router.get("/whatsapp/webhook")
     async def verify_subscription(request: Request) -> Response:
@@ -58,7 +102,6 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
             return PlainTextResponse(params.get("hub.challenge", ""))
         return PlainTextResponse("forbidden", status_code=403)
 
-    @router.post("/whatsapp/webhook")
     async def receive(request: Request) -> Response:
         signature = request.headers.get("x-hub-signature-256")
         source = request.client.host if request.client else None
@@ -73,15 +116,17 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
             body.extend(chunk)
             if len(body) > MAX_WEBHOOK_BYTES:
                 return JSONResponse({"error": "body too large"}, status_code=413)
-        if not verify(bytes(body), signature, app_secrets):
+        raw = bytes(body)
+        if not verify(raw, signature, app_secrets):
             await run_in_threadpool(record_forged_webhook, engine, source, "signature-mismatch")
             return JSONResponse({"error": "signature mismatch"}, status_code=403)
         try:
-            batch = parse_webhook(bytes(body))
+            batch = parse_webhook(raw)
         except WebhookPayloadError:
             return JSONResponse({"error": "not a WhatsApp webhook payload"}, status_code=400)
-        if await run_in_threadpool(store_batch, engine, batch, contacts) and on_stored is not None:
+        if await writer.submit(batch) and on_stored is not None:
             on_stored()
-        return JSONResponse({"status": "ok"})
+        return Response(OK, media_type="application/json")
 
+    router.add_route("/whatsapp/webhook", receive, methods=["POST"])
     return router
