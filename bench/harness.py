@@ -47,12 +47,12 @@ def fresh_database(kind: str, pg_url: str, prefix: str) -> Iterator[tuple[str, s
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
-    """The app under uvicorn on a loopback port, in a thread, with the settings of ``bridge serve``
-    (no access log, long keep-alive); yields its root URL."""
+def serve(app: Any, *, lifespan: Literal["on", "off"] = "off", port: int = 0) -> Iterator[str]:
+    """The app under uvicorn on a loopback port (``port``, or a free one), in a thread, with the
+    settings of ``bridge serve`` (no access log, long keep-alive); yields its root URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, access_log=False,
                                            lifespan=lifespan, timeout_keep_alive=75))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="bench-service")

@@ -216,6 +216,20 @@ class Stack:
              "--public-base-url", self.service_url], _clean_env(), "emulator.log")
         _wait(lambda: _get_json(f"{self.emulator_url}/_emulator/health"), STARTUP_TIMEOUT, "the emulator",
               self.ensure_alive)
+        self.service = self.spawn_service(service_port, tick_seconds)
+
+        def subscribed() -> bool:
+            health = _get_json(f"{self.service_url}/health")
+            subs = (health or {}).get("subscriptions") or []
+            return bool(subs) and all(s["status"] == "active" for s in subs)
+
+        _wait(subscribed, STARTUP_TIMEOUT, "the service and its EHR subscriptions", self.ensure_alive)
+        return self
+
+    def spawn_service(self, service_port: int, tick_seconds: float) -> subprocess.Popen[bytes]:
+        """``bridge serve``, configured only through BRIDGE_* variables (bench/pipeline_side_by_side.py
+        puts the bare anchor pipeline here instead)."""
+        assert self.ehr is not None
         env = {**_clean_env(),
                "BRIDGE_MODE": "demo",
                "BRIDGE_FHIR_BASE_URL": self.ehr.base_url,
@@ -227,15 +241,7 @@ class Stack:
                "BRIDGE_CONSENT_SOURCE": "assume",
                "BRIDGE_TICK_SECONDS": str(tick_seconds),
                "BRIDGE_LOG_LEVEL": "WARNING"}
-        self.service = self._spawn([*_bridge_command(), "serve"], env, "service.log")
-
-        def subscribed() -> bool:
-            health = _get_json(f"{self.service_url}/health")
-            subs = (health or {}).get("subscriptions") or []
-            return bool(subs) and all(s["status"] == "active" for s in subs)
-
-        _wait(subscribed, STARTUP_TIMEOUT, "the service and its EHR subscriptions", self.ensure_alive)
-        return self
+        return self._spawn([*_bridge_command(), "serve"], env, "service.log")
 
     def ensure_alive(self) -> None:
         """Raises, with the log's tail, when one of our processes is gone (crashed or killed)."""
@@ -640,10 +646,11 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  {name:<{width}}  {value}")
 
 
-def run_mode(mode: str, args: argparse.Namespace, numbers: list[str]) -> dict[str, Any]:
+def run_mode(mode: str, args: argparse.Namespace, numbers: list[str],
+             make_stack: Callable[[Path, Database], Stack] = Stack, label: str = "") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-pipeline-{mode}-"))
-    database = prepare_database(args.database_url, workdir, mode)
-    stack = Stack(workdir, database)
+    database = prepare_database(args.database_url, workdir, f"{mode}{label}")
+    stack = make_stack(workdir, database)
     profiler: Profiler | None = None
     try:
         stack.start(args.tick, status_webhooks=not args.no_status_webhooks)
