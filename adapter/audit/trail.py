@@ -130,7 +130,13 @@ def record(session: Session, *entries: AuditEntry, at: datetime | None = None) -
     when = at or utcnow()
     rows = [as_row(entry, when) for entry in entries]
     events = table_of(AuditEvent)
-    statement = insert(events).returning(events.c.id, sort_by_parameter_order=True)
-    ids = [row[0] for row in session.execute(statement, rows).all()]
+    if session.get_bind().dialect.name == "sqlite":
+        # One multi-row INSERT: asking SQLAlchemy for the ids in parameter order makes it send SQLite
+        # one INSERT per entry. SQLite gives the rows of one INSERT increasing rowids in VALUES order
+        # (and the writer lock admits no other writer), so the ids sorted are the entries' ids in order.
+        ids = sorted(row[0] for row in session.execute(insert(events).returning(events.c.id), rows).all())
+    else:
+        statement = insert(events).returning(events.c.id, sort_by_parameter_order=True)
+        ids = [row[0] for row in session.execute(statement, rows).all()]
     session.execute(insert(table_of(AuditPending)), [{"event_id": event_id} for event_id in ids])
     return ids

@@ -8,12 +8,14 @@ no PHI. Only the SHA-256 of a token is stored, so a database leak cannot forge a
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from adapter.outbox.tables import ActionToken
-from adapter.storage.db import RowSink, utcnow
+from adapter.storage.db import RowSink, table_of, utcnow
 from portal_links.tokens import token_hash
 
 # Buttons of notifications, and of the service's own follow-up questions (cancel: are you sure?;
@@ -34,6 +36,13 @@ def mint_action_token(session: RowSink, *, action: str, patient_ref: str, resour
                             resource_ref=resource_ref, version_id=version_id, detail=detail, created_at=created,
                             expires_at=created + ttl))
     return token
+
+
+def insert_tokens(session: Session, tokens: Sequence[ActionToken]) -> None:
+    """Writes minted token rows in one multi-row INSERT: a message's buttons are minted together
+    and go into the database only once the message is queued (:mod:`adapter.scheduling.decide`)."""
+    if tokens:
+        session.execute(insert(table_of(ActionToken)), [token.model_dump(exclude={"id"}) for token in tokens])
 
 
 def resolve_action_token(session: Session, token: str) -> ActionToken | None:

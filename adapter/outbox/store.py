@@ -37,22 +37,27 @@ class OutboxStore:
     # --- writing (inside the decide step's or the inbound step's transaction)
 
     def enqueue(self, session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
-                patient_ref: str, recipient: str, template: dict[str, Any], due_at: datetime) -> bool:
-        """Queues a template message; False when the natural key exists (effectively-once)."""
+                patient_ref: str, recipient: str, template: dict[str, Any], due_at: datetime,
+                recipient_key: bytes | None = None) -> bool:
+        """Queues a template message; False when the natural key exists (effectively-once).
+        ``recipient_key``: the number's index as :meth:`ContactBook.remember` returned it earlier in this
+        transaction, so one decision's messages to one number look the contact up once."""
         return self.enqueue_message(session, natural_key=natural_key, rule_id=rule_id, resource_ref=resource_ref,
                                     patient_ref=patient_ref, recipient=recipient,
-                                    message={"type": "template", "template": template}, due_at=due_at)
+                                    message={"type": "template", "template": template}, due_at=due_at,
+                                    recipient_key=recipient_key)
 
     def enqueue_message(self, session: Session, *, natural_key: str, rule_id: str, resource_ref: str,
                         patient_ref: str, recipient: str, message: dict[str, Any], due_at: datetime,
-                        purpose: str = "notify", fallback: dict[str, Any] | None = None) -> bool:
+                        purpose: str = "notify", fallback: dict[str, Any] | None = None,
+                        recipient_key: bytes | None = None) -> bool:
         """Queues any message body (``{"type": "text", "text": …}``, ``interactive``, ``template``).
         A free-form body needs the 24-hour window; ``fallback`` is the template sent when it is closed."""
         now = utcnow()
         row = {"natural_key": natural_key, "rule_id": rule_id, "resource_ref": resource_ref,
                "patient_ref": patient_ref,
                "recipient_enc": self.cipher.encrypt(recipient, context=recipient_context(natural_key)),
-               "recipient_key": self.contacts.remember(session, patient_ref, recipient),
+               "recipient_key": recipient_key or self.contacts.remember(session, patient_ref, recipient),
                "payload": compact_json(message), "purpose": purpose,
                "fallback": compact_json({"type": "template", "template": fallback}) if fallback else None,
                "state": "queued", "due_at": due_at, "attempts": 0, "created_at": now, "updated_at": now}
@@ -62,6 +67,14 @@ class OutboxStore:
     def exists(session: Session, natural_key: str) -> bool:
         found = session.exec(select(OutboxMessage.id).where(col(OutboxMessage.natural_key) == natural_key))
         return found.first() is not None
+
+    @staticmethod
+    def existing(session: Session, natural_keys: list[str]) -> set[str]:
+        """Which of ``natural_keys`` have a row (any state): one query for a set of candidate messages."""
+        if not natural_keys:
+            return set()
+        found = session.exec(select(OutboxMessage.natural_key).where(col(OutboxMessage.natural_key).in_(natural_keys)))
+        return set(found.all())
 
     @staticmethod
     def dead_on_arrival(session: Session, *, natural_key: str, rule_id: str, resource_ref: str,

@@ -30,9 +30,9 @@ from adapter.audit.fhir_access import decide_reads
 from adapter.audit.trail import record as audit
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import ResourceState
-from adapter.outbox.action_tokens import mint_action_token
+from adapter.outbox.action_tokens import insert_tokens, mint_action_token
 from adapter.outbox.store import OutboxStore
-from adapter.outbox.tables import NotificationSkip
+from adapter.outbox.tables import ActionToken, NotificationSkip
 from adapter.recipients.consent import ConsentSource
 from adapter.scheduling.reminders import ReminderPlanner, policy_from_settings
 from adapter.scheduling.survey import queue_survey
@@ -69,6 +69,10 @@ class Decision:
     queued: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    # What this decision already looked up, so its confirmation and reminders read each once: opt-in
+    # per patient, and the contact's number index per (patient, number). Nothing in the step changes them.
+    consent: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    contact_keys: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
 def resource_ref(resource: dict[str, Any]) -> str:
@@ -154,7 +158,9 @@ class Decider:
         def enqueue(session: Session, reminder: Rule, key: str, due_at: datetime) -> bool:
             if any(rule_id == reminder.id for rule_id, _ in decision.skipped):
                 return False  # one skip per version says it all (and a second would repeat its key)
-            self._apply_rule(session, reminder, resource, patient, related, decision, key=key, due_at=due_at)
+            # reconcile read that no row has this key, in this transaction: no second look
+            self._apply_rule(session, reminder, resource, patient, related, decision, key=key, due_at=due_at,
+                             known_new=True)
             return key in decision.queued
 
         for rule in self.rules.for_resource("Appointment"):
@@ -179,7 +185,7 @@ class Decider:
 
     def _apply_rule(self, session: Session, rule: Rule, resource: dict[str, Any], patient: dict[str, Any] | None,
                     related: Sequence[dict[str, Any]], decision: Decision, *, key: str | None = None,
-                    due_at: datetime | None = None) -> None:
+                    due_at: datetime | None = None, known_new: bool = False) -> None:
         patient_ref = patient_reference(resource)
         if patient_ref is None:
             return self._skip(session, rule, resource, None, "no_patient_reference", decision)
@@ -188,7 +194,9 @@ class Decider:
         contact = mobile_number(patient, self.config.default_phone_region)
         if contact.e164 is None:
             return self._skip(session, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
-        if not self.consent.may_message(session, patient_ref):
+        if patient_ref not in decision.consent:
+            decision.consent[patient_ref] = self.consent.may_message(session, patient_ref)
+        if not decision.consent[patient_ref]:
             return self._skip(session, rule, resource, patient_ref, "no_opt_in", decision)
         language = preferred_language(patient, rule.languages_for(self.config.profile),
                                       self.config.default_language)
@@ -207,7 +215,7 @@ class Decider:
             mint_action=lambda action: mint_action_token(_ListSink(minted), action=action, patient_ref=patient_ref,
                                                          resource_ref=ref, version_id=version),
         )
-        if self.outbox.exists(session, key):
+        if not known_new and self.outbox.exists(session, key):
             return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
         try:
             template = render(rule, resource, context)
@@ -222,9 +230,14 @@ class Decider:
                                         reason=f"phi_guard:{leak.category}:{leak.field_path}")
             decision.blocked.append(rule.id)
             return None
-        session.add_all(minted)
+        session.add_all([row for row in minted if not isinstance(row, ActionToken)])
+        insert_tokens(session, [row for row in minted if isinstance(row, ActionToken)])
+        number = (patient_ref, contact.e164)
+        if number not in decision.contact_keys:
+            decision.contact_keys[number] = self.outbox.contacts.remember(session, patient_ref, contact.e164)
         if self.outbox.enqueue(session, natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
-                               recipient=contact.e164, template=template, due_at=due_at or self._due()):
+                               recipient=contact.e164, template=template, due_at=due_at or self._due(),
+                               recipient_key=decision.contact_keys[number]):
             decision.queued.append(key)
         return None
 

@@ -170,11 +170,18 @@ class ReminderPlanner:
         done.cancelled = self._cancel(session, stale, "reminder cancelled: appointment rescheduled", now)
         if enqueue is None or patient_ref is None:
             return done
+        # One read of which keys exist (after the moves, which may have queued some of them), and
+        # one of the patient's other live reminders: the rows queued below are this appointment's own,
+        # which that read excludes, so it holds for every offset.
+        existing = OutboxStore.existing(session, list(wanted))
+        others: list[tuple[str, datetime]] | None = None
         for key, offset in wanted.items():
-            if OutboxStore.exists(session, key):
+            if key in existing:
                 continue
             due = due_time(start, offset, self.policy)
-            why = self._hold_reason(session, reminder.id, ref, patient_ref, start, offset, due, now)
+            if others is None and due > now:
+                others = self._live_others(session, reminder.id, ref, patient_ref)
+            why = self._hold_reason(others or [], start, offset, due, now)
             if why is not None:
                 self._skip(session, reminder.id, appointment, patient_ref, why, done)
             elif enqueue(session, reminder, key, due):
@@ -192,14 +199,18 @@ class ReminderPlanner:
             return "reminder cancelled: appointment started"
         return None
 
-    def _hold_reason(self, session: Session, rule_id: str, ref: str, patient_ref: str, start: datetime,
-                     offset: timedelta, due: datetime, now: datetime) -> str | None:
+    @staticmethod
+    def _live_others(session: Session, rule_id: str, ref: str, patient_ref: str) -> list[tuple[str, datetime]]:
+        """(key, due) of the patient's live reminders for other appointments (same-day rule, daily cap)."""
+        return [(key, due) for key, due in session.exec(select(OutboxMessage.natural_key, OutboxMessage.due_at).where(
+            col(OutboxMessage.patient_ref) == patient_ref, col(OutboxMessage.rule_id) == rule_id,
+            col(OutboxMessage.state).in_(LIVE), col(OutboxMessage.resource_ref) != ref))]
+
+    def _hold_reason(self, others: list[tuple[str, datetime]], start: datetime, offset: timedelta, due: datetime,
+                     now: datetime) -> str | None:
         if due <= now:
             return "reminder_time_passed"
         zone = self.policy.zone
-        others = list(session.exec(select(OutboxMessage.natural_key, OutboxMessage.due_at).where(
-            col(OutboxMessage.patient_ref) == patient_ref, col(OutboxMessage.rule_id) == rule_id,
-            col(OutboxMessage.state).in_(LIVE), col(OutboxMessage.resource_ref) != ref)))
         day = start.astimezone(zone).date()
         for key, _ in others:
             parsed = parse_key(key)

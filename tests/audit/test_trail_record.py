@@ -30,6 +30,18 @@ def test_an_entry_commits_with_its_transaction_and_is_queued_for_chaining(engine
     assert events[0].detail == '{"status":"booked"}'
 
 
+def test_entries_recorded_together_get_their_ids_in_entry_order(engine: Engine) -> None:
+    entries = [AuditEntry(Kind.PATIENT_READ, Action.READ, entity_ref=f"Patient/{n}") for n in range(5)]
+    with transaction(engine) as session:
+        record(session, AuditEntry(Kind.ADMIN, Action.UPDATE))  # ids that are not 1..5
+        ids = record(session, *entries)
+    with transaction(engine) as session:
+        refs = {row.id: row.entity_ref for row in session.exec(select(AuditEvent))}
+        pending = set(session.exec(select(AuditPending.event_id)))
+    assert [refs[event_id] for event_id in ids] == [entry.entity_ref for entry in entries]
+    assert set(ids) <= pending
+
+
 def test_an_entry_rolls_back_with_its_transaction(engine: Engine) -> None:
     with pytest.raises(RuntimeError), transaction(engine) as session:
         record(session, _entry())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -10,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from adapter.audit.link_access import LINK_PORTS
-from adapter.outbox.action_tokens import mint_action_token, resolve_action_token
+from adapter.outbox.action_tokens import insert_tokens, mint_action_token, resolve_action_token
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, AssumedConsent, RegistryConsent, set_consent
 from adapter.storage.db import transaction
 from portal_links.store import LinkOutcome, LinkStore
@@ -75,6 +77,20 @@ def test_action_token_resolves_to_its_appointment_version(engine: Engine) -> Non
         row = resolve_action_token(session, token)
         assert row is not None and (row.resource_ref, row.version_id, row.action) == ("Appointment/7", "3", "confirm")
         assert resolve_action_token(session, token + "x") is None
+
+
+def test_tokens_minted_together_are_written_in_one_insert_and_resolve(engine: Engine) -> None:
+    minted: list[Any] = []
+    sink = SimpleNamespace(add=minted.append)  # what the decide step mints into until the message is queued
+    tokens = [mint_action_token(sink, action=action, patient_ref="Patient/1", resource_ref="Appointment/7",
+                                version_id="3") for action in ("confirm", "cancel")]
+    with transaction(engine) as session:
+        insert_tokens(session, minted)
+        insert_tokens(session, [])  # nothing to write: no statement
+    with Session(engine) as session:
+        rows = [resolve_action_token(session, token) for token in tokens]
+        assert [(row.action, row.version_id, row.used_at) for row in rows if row] == [
+            ("confirm", "3", None), ("cancel", "3", None)]
 
 
 def test_registry_consent_needs_opt_in_and_honours_opt_out(engine: Engine) -> None:

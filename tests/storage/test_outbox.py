@@ -40,6 +40,30 @@ def test_same_natural_key_is_queued_once(engine: Engine) -> None:
         assert len(session.exec(select(OutboxMessage)).all()) == 1
 
 
+def test_existing_names_the_keys_that_have_a_row_in_any_state(engine: Engine) -> None:
+    outbox = store(engine)
+    enqueue(outbox, key="a")
+    enqueue(outbox, key="b")
+    with transaction(engine) as session:
+        session.execute(text("UPDATE outbox SET state = 'suppressed' WHERE natural_key = 'b'"))
+    with Session(engine) as session:
+        assert OutboxStore.existing(session, ["a", "b", "c"]) == {"a", "b"}
+        assert OutboxStore.existing(session, []) == set()
+
+
+def test_a_known_recipient_key_is_stored_as_given(engine: Engine) -> None:
+    outbox = store(engine)
+    enqueue(outbox, key="first")  # remembers the contact and returns its index
+    with Session(engine) as session:
+        known = session.exec(select(OutboxMessage.recipient_key)).one()
+    with transaction(engine) as session:
+        assert outbox.enqueue(session, natural_key="second", rule_id="rule", resource_ref="Appointment/1",
+                              patient_ref="Patient/1", recipient=RECIPIENT, template=TEMPLATE, due_at=utcnow(),
+                              recipient_key=known)
+    with Session(engine) as session:
+        assert set(session.exec(select(OutboxMessage.recipient_key)).all()) == {known}
+
+
 def test_recipient_is_encrypted_at_rest_and_bound_to_its_row(engine: Engine) -> None:
     outbox = store(engine)
     enqueue(outbox)
