@@ -33,6 +33,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -54,7 +55,15 @@ from whatsapp.emulator.webhooks import meta_json
 from whatsapp.signature import sign
 
 ANCHOR_SECRET = b"app-secret-123"  # what webhook_bare.py and webhook_pywa.py verify with
-PYWA_PHONE_ID = "106540352242922"  # pywa hands an update to its handler only for its own number
+
+
+def pywa_phone_id(anchors: Path) -> str:
+    """The phone number id the pywa anchor serves, read from the anchor itself: pywa hands an
+    update to its handler only for its own number, and the anchor owns that value."""
+    found = re.search(r'phone_id="([^"]+)"', (anchors / "webhook_pywa.py").read_text(encoding="utf-8"))
+    if found is None:
+        raise SystemExit(f"{anchors / 'webhook_pywa.py'}: no phone_id=\"...\" found")
+    return found.group(1)
 SERVICE_PHONE_ID = "100000000000001"
 DRAIN_SECONDS = 1.0
 WARMUP = 50
@@ -131,6 +140,7 @@ def measure(server: Server, bodies: list[Body], concurrency: int) -> dict[str, A
 
 def run(args: argparse.Namespace) -> list[dict[str, dict[str, Any]]]:
     anchors = anchors_dir(args.anchors)
+    anchor_phone = pywa_phone_id(anchors)
     targets = [t for t in args.targets.split(",") if t]
     if "pywa" in targets and importlib.util.find_spec("pywa") is None:
         print("pywa is not installed (pip install pywa==4.5.0): the pywa target is left out", file=sys.stderr)
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> list[dict[str, dict[str, Any]]]:
                     servers[target] = (server, secret, SERVICE_PHONE_ID)
                 else:
                     module = {"bare": "webhook_bare", "pywa": "webhook_pywa"}[target]
-                    servers[target] = (anchor_server(target, module, anchors, workdir), ANCHOR_SECRET, PYWA_PHONE_ID)
+                    servers[target] = (anchor_server(target, module, anchors, workdir), ANCHOR_SECRET, anchor_phone)
                 stack.callback(servers[target][0].stop)
                 servers[target][0].start()
             for server, secret, phone in servers.values():  # first-request imports and pools stay out
