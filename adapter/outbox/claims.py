@@ -23,19 +23,22 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
 from adapter.ops.alerts import raise_alert
+from adapter.outbox.batch_writes import insert_attempts, take_paces, write_back
 from adapter.outbox.encoding import callback_data, compact_json, recipient_context
-from adapter.outbox.tables import OUTBOX_CLAIMABLE, OutboxMessage, RecipientPace, SendAttempt
+from adapter.outbox.tables import OUTBOX_CLAIMABLE, OutboxMessage, RecipientPace
 from adapter.outbox.templates import TemplateGate, TemplateView
 from adapter.recipients.consent import OPTED_OUT
 from adapter.recipients.contacts import ContactBook, window_open
 from adapter.recipients.tables import ConsentRecord
 from adapter.security.crypto import FieldCipher
 from adapter.storage.claimable import in_states, indexed_by
-from adapter.storage.db import table_of, transaction, utcnow
+from adapter.storage.db import transaction, utcnow
 
 SEND_LEASE = timedelta(minutes=2)
 TEMPLATE_HOLD = timedelta(minutes=5)
 _CLAIMABLE = indexed_by(OutboxMessage, "ix_outbox_claimable")
+# What the claim may change on a row; all of them written back, for every row, with one UPDATE.
+_CLAIM_COLUMNS = ("state", "due_at", "lease_until", "updated_at", "attempts", "payload", "dead_reason")
 
 
 @dataclass(frozen=True)
@@ -83,33 +86,20 @@ class _BatchFacts:
 
 
 def _take_pace(session: Session, key: bytes, until: datetime, now: datetime) -> bool:
-    """Takes the recipient's pace slot only if it is free, in one statement (insert, or update where
-    ``next_send_at <= now``): two instances claiming messages to one recipient at once cannot both pass
-    the pair-interval check, as a read-then-write could. On PostgreSQL the loser waits for the winner's
-    commit, re-checks the condition against the committed row, and gets no row back."""
-    table = table_of(RecipientPace)
-    values = {"recipient_key": key, "next_send_at": until}
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        statement: Any = pg_insert(table).values(**values)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(table).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["recipient_key"], set_={"next_send_at": statement.excluded.next_send_at},
-        where=table.c.next_send_at <= now)
-    return session.execute(statement.returning(table.c.recipient_key)).first() is not None
+    """One recipient's conditional pace take (:func:`adapter.outbox.batch_writes.take_paces`)."""
+    return key in take_paces(session, [key], until, now)
 
 
 def claim_due(engine: Engine, cipher: FieldCipher, rules: ClaimRules, limit: int,
               now: datetime | None = None) -> list[ClaimedMessage]:
     """Claims due rows, and rows whose sending lease expired (a crash mid-send), recording an
     attempt for each before any call is made. Rows held back by WhatsApp's rules get a later
-    ``due_at`` (or are suppressed) in the same transaction, without an attempt."""
+    ``due_at`` (or are suppressed) in the same transaction, without an attempt.
+
+    In sets, whatever the batch's size: the claim, one read per table the rules need, the rules applied
+    in memory, then one conditional take of the recipients' pace slots, one UPDATE of the claimed rows
+    and one INSERT of the attempts (:mod:`adapter.outbox.batch_writes`)."""
     now = now or utcnow()
-    claimed: list[ClaimedMessage] = []
     with transaction(engine) as session:
         # Reads the partial index of in-flight rows (ix_outbox_claimable) in due order, up to ``now``:
         # no sort, no final row. ``due_at <= now`` holds for an expired lease too: a row becomes
@@ -125,72 +115,88 @@ def claim_due(engine: Engine, cipher: FieldCipher, rules: ClaimRules, limit: int
         if not rows:
             return []
         batch = _BatchFacts.load(session, rows, rules)
-        taken: list[tuple[OutboxMessage, SendAttempt]] = []
-        for row in rows:
-            if _hold_back(session, rules, row, batch, now):
-                continue
-            row.state, row.lease_until, row.updated_at = "sending", now + rules.send_lease, now
-            row.attempts += 1
-            attempt = SendAttempt(outbox_id=row.id or 0, attempt_no=row.attempts, started_at=now)
-            session.add(row)
-            session.add(attempt)
-            taken.append((row, attempt))
-        session.flush()
-        for row, attempt in taken:
-            request = json.loads(row.payload or "{}")
-            request.update({
-                "messaging_product": "whatsapp", "recipient_type": "individual",
-                "to": cipher.decrypt(row.recipient_enc or "", context=recipient_context(row.natural_key)),
-                "biz_opaque_callback_data": callback_data(row.id or 0),
-            })
-            claimed.append(ClaimedMessage(row.id or 0, attempt.id or 0, row.attempts, request,
-                                          request.get("type") != "template", now + rules.send_lease / 2))
-    return claimed
+        with session.no_autoflush:  # the rows change in memory and are written once, by write_back
+            passing = [row for row in rows if not _hold_back(session, rules, row, batch, now)]
+            taken = _paced(session, rules, passing, now)
+            for row in taken:
+                row.state, row.lease_until, row.updated_at = "sending", now + rules.send_lease, now
+                row.attempts += 1
+            write_back(session, rows, _CLAIM_COLUMNS)
+        attempt_ids = insert_attempts(session, [
+            {"outbox_id": row.id, "attempt_no": row.attempts, "started_at": now, "outcome": "started"}
+            for row in taken])
+        return [_claimed(cipher, rules, row, attempt_ids[row.id or 0], now) for row in taken]
+
+
+def _claimed(cipher: FieldCipher, rules: ClaimRules, row: OutboxMessage, attempt_id: int,
+             now: datetime) -> ClaimedMessage:
+    request = json.loads(row.payload or "{}")
+    request.update({
+        "messaging_product": "whatsapp", "recipient_type": "individual",
+        "to": cipher.decrypt(row.recipient_enc or "", context=recipient_context(row.natural_key)),
+        "biz_opaque_callback_data": callback_data(row.id or 0),
+    })
+    return ClaimedMessage(row.id or 0, attempt_id, row.attempts, request, request.get("type") != "template",
+                          now + rules.send_lease / 2)
+
+
+def _later(row: OutboxMessage, at: datetime, now: datetime) -> bool:
+    row.state, row.due_at, row.lease_until, row.updated_at = "queued", at, None, now
+    return True
+
+
+def _suppress(row: OutboxMessage, state: str, reason: str, now: datetime) -> bool:
+    row.state, row.dead_reason, row.lease_until, row.updated_at = state, reason, None, now
+    return True
+
+
+def _paced(session: Session, rules: ClaimRules, rows: list[OutboxMessage], now: datetime) -> list[OutboxMessage]:
+    """Takes the pace slots of the rows' recipients in one statement (each recipient at most once: a
+    second row to one recipient was held by :func:`_hold_back`); a row whose slot another instance took
+    meanwhile waits one interval. Returns the rows that go."""
+    if not rules.pair_interval:  # a zero interval turns pacing off
+        return rows
+    until = now + rules.send_lease + rules.pair_interval  # provisional, until the send reports when it left
+    taken = take_paces(session, [row.recipient_key for row in rows if row.recipient_key is not None], until, now)
+    going = []
+    for row in rows:
+        if row.recipient_key is None or row.recipient_key in taken:
+            going.append(row)
+        else:  # another instance claimed this recipient meanwhile
+            _later(row, now + rules.pair_interval, now)
+    return going
 
 
 def _hold_back(session: Session, rules: ClaimRules, row: OutboxMessage, batch: _BatchFacts, now: datetime) -> bool:
-    """Applies consent, pacing, the window and template review to one row; True if it waits."""
-    def later(at: datetime) -> bool:
-        row.state, row.due_at, row.lease_until, row.updated_at = "queued", at, None, now
-        session.add(row)
-        return True
-
+    """Applies consent, pacing, the window and template review to one row, in memory; True if it waits.
+    A row that passes reserves its recipient's pace in ``batch`` (taken for real by :func:`_paced`), so
+    a second row to that recipient in this batch waits, as it would after the first one's take."""
     if row.patient_ref in batch.opted_out and row.purpose != "consent":
-        row.state, row.dead_reason, row.lease_until, row.updated_at = "suppressed", "patient opted out", None, now
-        session.add(row)
-        return True
+        return _suppress(row, "suppressed", "patient opted out", now)
     gate = rules.reminder_gate(row.natural_key, now) if rules.reminder_gate else None
     if isinstance(gate, datetime):
-        return later(gate)
+        return _later(row, gate, now)
     if gate is not None:
-        row.state, row.dead_reason, row.lease_until, row.updated_at = "suppressed", gate, None, now
-        session.add(row)
-        return True
+        return _suppress(row, "suppressed", gate, now)
     key = row.recipient_key if rules.pair_interval else None  # a zero interval turns pacing off
     if key is not None:
         free_at = batch.pace.get(key)
         if free_at is not None and free_at > now:
             # Look again within one interval: a provisional pace ends early when its send reports.
-            return later(min(free_at, now + rules.pair_interval))
+            return _later(row, min(free_at, now + rules.pair_interval), now)
     payload = json.loads(row.payload or "{}")
-    if payload.get("type") != "template" and not window_open(batch.last_inbound.get(key or b""), now):
+    if payload.get("type") != "template" and not window_open(batch.last_inbound.get(row.recipient_key or b""), now):
         if row.fallback is None:
-            row.state, row.lease_until, row.updated_at = "dead", None, now
-            row.dead_reason = "24-hour window closed and no template to fall back on"
-            session.add(row)
-            return True
+            return _suppress(row, "dead", "24-hour window closed and no template to fall back on", now)
         row.payload, payload = row.fallback, json.loads(row.fallback)
     if payload.get("type") == "template":
         verdict = batch.templates.check(payload["template"])
         if verdict.hold:
             raise_alert(session, f"template:{verdict.reason}", "template_not_approved", verdict.reason)
-            return later(now + TEMPLATE_HOLD)
+            return _later(row, now + TEMPLATE_HOLD, now)
         if verdict.template is not payload["template"]:
             raise_alert(session, f"template_fallback:{verdict.reason}", "template_fallback_used", verdict.reason)
             row.payload = compact_json({"type": "template", "template": verdict.template})
-    if key is not None:  # provisional, until the send reports when it left (see adapter.outbox.results)
-        until = now + rules.send_lease + rules.pair_interval
-        if not _take_pace(session, key, until, now):  # another instance claimed this recipient meanwhile
-            return later(now + rules.pair_interval)
-        batch.pace[key] = until
+    if key is not None:
+        batch.pace[key] = now + rules.send_lease + rules.pair_interval
     return False

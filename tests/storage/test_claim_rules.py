@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from adapter.conversation.chat import ChatReplies
 from adapter.ops.alerts import open_alerts
 from adapter.outbox.circuit_breaker import resume_sending, sending_paused
 from adapter.outbox.results import SendOutcome
@@ -18,6 +19,7 @@ from adapter.outbox.templates import record_states
 from adapter.recipients.consent import OPTED_OUT, set_consent
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import transaction, utcnow
+from mappings.conversation import Conversation as Texts
 from tests.support.stores import outbox_store
 
 TEMPLATE = {"name": "results_ready", "language": {"code": "en_US"}, "components": []}
@@ -99,6 +101,36 @@ def test_free_form_after_the_24_hour_window_becomes_its_template(engine: Engine)
     assert by_id[now["outside"].id or 0]["type"] == "template"
     assert by_id[now["outside"].id or 0]["template"]["name"] == "service_update"
     assert now["no-fallback"].state == "dead" and "window" in (now["no-fallback"].dead_reason or "")
+
+
+def test_the_window_is_read_also_with_pacing_turned_off(engine: Engine) -> None:
+    outbox = outbox_store(engine, pair_interval_seconds=0)
+    enqueue(outbox, "inside", 5, message={"type": "text", "text": {"body": "A reply."}}, fallback=FALLBACK)
+    set_last_inbound(engine, 5, timedelta(minutes=5))
+    [claimed] = outbox.claim_due(10)
+    assert claimed.request["type"] == "text"  # the patient wrote 5 minutes ago: no template needed
+
+
+def test_a_reply_never_overtakes_a_message_held_back_by_pacing(engine: Engine) -> None:
+    """The welcome waits for the pair interval; the reply to the patient's tap, queued later, goes after it."""
+    outbox = outbox_store(engine)
+    replies = ChatReplies(outbox, Texts.load(), "en_US", "service_update", ["en_US"])
+    enqueue(outbox, "confirmation", 9)
+    [confirmation] = outbox.claim_due(10)
+    answered = utcnow()
+    outbox.record([SendOutcome(confirmation.outbox_id, confirmation.attempt_id, "sent", wamid="wamid.c",
+                               answered_at=answered)])
+    with transaction(engine) as session:
+        replies.say(session, natural_key="welcome", patient_ref="Patient/9", recipient=number(109), key="welcome",
+                    language="en_US")
+    assert outbox.claim_due(10) == []  # held: the confirmation went out less than 6 s ago
+    with transaction(engine) as session:
+        replies.say(session, natural_key="staff-ack", patient_ref="Patient/9", recipient=number(109),
+                    key="staff_ack", language="en_US", when="soon")
+    held = rows(engine)
+    assert held["staff-ack"].due_at >= held["welcome"].due_at  # queued behind it
+    [first] = outbox.claim_due(10, now=answered + timedelta(seconds=30))
+    assert first.outbox_id == held["welcome"].id
 
 
 def test_only_approved_templates_go_and_a_paused_one_falls_back(engine: Engine) -> None:
