@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from adapter.audit.fhir_access import query_entry, read_entry
+from adapter.audit.fhir_access import query_entry
 from adapter.audit.trail import AuditEntry, record
 from adapter.conversation.actions import ActionRunner
 from adapter.conversation.inbound import InboundProcessor
@@ -27,7 +27,8 @@ from adapter.maintenance.housekeeping import Housekeeping
 from adapter.outbox.dispatch import Dispatcher
 from adapter.outbox.fallback_hook import FallbackHook
 from adapter.outbox.statuses import apply_pending
-from adapter.scheduling.decide import Decider, Decision, resource_ref, version_of
+from adapter.scheduling.decide import Decider
+from adapter.scheduling.decision import DecideItem, Decision, state_key, version_of
 from adapter.storage.db import transaction, utcnow
 from ehr.client import FhirClient
 from ehr.errors import FhirError, FhirNotFoundError
@@ -143,60 +144,106 @@ class Pipeline:
     # --- inbox
 
     async def process_inbox_once(self) -> int:
+        """Claims a batch of EHR events, re-reads their resources concurrently and decides them all in
+        one transaction (:meth:`adapter.scheduling.decide.Decider.record_batch`)."""
         events = await asyncio.to_thread(self.inbox.claim, self.inbox_batch)
-        if events:
-            await asyncio.gather(*(self._process(event) for event in events))
+        references = [event for event in events if event.kind != "ping"]
+        for ping in (event for event in events if event.kind == "ping"):
+            await self._guarded(ping, self._handle_ping(ping))
+        if references:
+            reads = await asyncio.gather(*(self._guarded(event, self._read_event(event)) for event in references))
+            found = [(resource, event.id) for event, resource in zip(references, reads, strict=True)
+                     if isinstance(resource, dict)]
+            gone = [event.id or 0 for event, resource in zip(references, reads, strict=True) if resource is None]
+            await self._decide_all(found, gone)
         return len(events)
 
-    async def _process(self, event: InboxEvent) -> None:
-        async with self._slots:
-            try:
-                if event.kind == "ping":
-                    await self._handle_ping(event)
-                else:
-                    await self._handle_reference(event)
-            except FhirError as error:
-                delay = timedelta(seconds=min(300, 2 ** min(event.attempts, 8)))
-                log.warning("inbox event %s: EHR call failed (%s), retry in %ss", event.id,
-                            type(error).__name__, int(delay.total_seconds()))
-                await asyncio.to_thread(self.inbox.retry_later, event.id or 0, type(error).__name__, delay,
-                                        INBOX_MAX_ATTEMPTS)
-            except Exception as error:
-                log.exception("inbox event %s failed", event.id)
-                await asyncio.to_thread(self.inbox.retry_later, event.id or 0, type(error).__name__,
-                                        timedelta(seconds=60), INBOX_MAX_ATTEMPTS)
-
-    async def _handle_reference(self, event: InboxEvent) -> None:
+    async def _guarded(self, event: InboxEvent, step: Awaitable[Any]) -> Any:
+        """Runs one event's EHR work; a failure sends that event (only) back for a later retry, and
+        returns ``False`` for it."""
         try:
-            resource = await self.fhir.read(str(event.resource_type), str(event.resource_id))
+            return await step
+        except FhirError as error:
+            delay = timedelta(seconds=min(300, 2 ** min(event.attempts, 8)))
+            log.warning("inbox event %s: EHR call failed (%s), retry in %ss", event.id,
+                        type(error).__name__, int(delay.total_seconds()))
+            await asyncio.to_thread(self.inbox.retry_later, event.id or 0, type(error).__name__, delay,
+                                    INBOX_MAX_ATTEMPTS)
+        except Exception as error:
+            log.exception("inbox event %s failed", event.id)
+            await asyncio.to_thread(self.inbox.retry_later, event.id or 0, type(error).__name__,
+                                    timedelta(seconds=60), INBOX_MAX_ATTEMPTS)
+        return False
+
+    async def _read_event(self, event: InboxEvent) -> dict[str, Any] | None:
+        try:
+            async with self._slots:
+                return await self.fhir.read(str(event.resource_type), str(event.resource_id))
         except FhirNotFoundError:
-            resource = None  # deleted since: nothing to tell anyone
-        if resource is None:
-            await asyncio.to_thread(self._finish, event.id or 0)
-            return
-        await self.handle_resource(resource, event.id)
+            return None  # deleted since: nothing to tell anyone
 
     async def handle_resource(self, resource: dict[str, Any], inbox_event_id: int | None = None) -> Decision:
         """Acts on the current version of a resource read from the EHR."""
-        seen_version, previous_status = await asyncio.to_thread(self.decider.last_seen, resource)
-        if seen_version is not None and seen_version == version_of(resource):
-            if inbox_event_id is not None:  # the read happened all the same: audit it with the finish
-                reread = read_entry(resource, patient_ref=patient_reference(resource), step="decide",
-                                    detail={"duplicate": True})
-                await asyncio.to_thread(self._finish, inbox_event_id, reread)
-            return Decision(resource_ref=resource_ref(resource), duplicate=True)
-        patient, related = None, []
-        if self.decider.firing_rules(resource, previous_status):
-            reference = patient_reference(resource)
-            if reference is not None:
-                patient, related = await asyncio.gather(self._read_patient(reference),
-                                                        self.related.read_all(resource))
-            else:
-                related = await self.related.read_all(resource)
-        decision = await asyncio.to_thread(self.decider.record, resource, patient, inbox_event_id, related)
-        if decision.queued:
+        return (await self._decide_all([(resource, inbox_event_id)]))[0]
+
+    async def _decide_all(self, found: list[tuple[dict[str, Any], int | None]],
+                          gone: Sequence[int] = ()) -> list[Decision]:
+        """Decides a batch of current versions: one read of what was processed before, the Patients
+        (and the resources they reference) read concurrently only where a rule fires, then one
+        transaction for all. If that transaction fails, each version is tried alone, so one bad
+        version cannot hold up the rest; its event comes back later."""
+        if not found and not gone:
+            return []
+        seen = await asyncio.to_thread(self.decider.last_seen_many, [resource for resource, _ in found])
+        prepared = await asyncio.gather(*(self._prepare(resource, event_id, seen) for resource, event_id in found))
+        items = [item for item in prepared if item is not None]
+        try:
+            decisions = await asyncio.to_thread(self.decider.record_batch, items, list(gone))
+        except Exception:
+            if all(item.inbox_event_id is None for item in items):
+                raise  # a ping's results or a direct call: the caller retries
+            decisions = await self._decide_each(items, gone)
+        if any(decision.queued for decision in decisions):
             self._queued = True  # the outward loop is woken after this inward batch
-        return decision
+        return decisions
+
+    async def _decide_each(self, items: list[DecideItem], gone: Sequence[int]) -> list[Decision]:
+        """The batch failed: each version alone, so one that fails cannot hold up the rest; its event
+        is tried again later."""
+        log.warning("a decide batch of %d failed; deciding each alone", len(items))
+        decisions: list[Decision] = []
+        if gone:
+            await asyncio.to_thread(self.decider.record_batch, [], list(gone))
+        for item in items:
+            try:
+                decisions.extend(await asyncio.to_thread(self.decider.record_batch, [item]))
+            except Exception as error:
+                log.exception("inbox event %s failed", item.inbox_event_id)
+                await asyncio.to_thread(self.inbox.retry_later, item.inbox_event_id or 0, type(error).__name__,
+                                        timedelta(seconds=60), INBOX_MAX_ATTEMPTS)
+        return decisions
+
+    async def _prepare(self, resource: dict[str, Any], event_id: int | None,
+                       seen: Mapping[tuple[str, str], tuple[str | None, str | None]]) -> DecideItem | None:
+        seen_version, previous_status = seen.get(state_key(resource), (None, None))
+        if seen_version is not None and seen_version == version_of(resource):
+            return DecideItem(resource, None, event_id)  # a duplicate: audited and finished, nothing else
+        if not self.decider.firing_rules(resource, previous_status):
+            return DecideItem(resource, None, event_id)
+        reference = patient_reference(resource)
+        try:
+            async with self._slots:
+                if reference is None:
+                    return DecideItem(resource, None, event_id, await self.related.read_all(resource))
+                patient, related = await asyncio.gather(self._read_patient(reference), self.related.read_all(resource))
+        except FhirError as error:
+            if event_id is None:
+                raise
+            log.warning("inbox event %s: EHR call failed (%s), retried later", event_id, type(error).__name__)
+            await asyncio.to_thread(self.inbox.retry_later, event_id, type(error).__name__,
+                                    timedelta(seconds=30), INBOX_MAX_ATTEMPTS)
+            return None
+        return DecideItem(resource, patient, event_id, related)
 
     async def _read_patient(self, reference: str) -> dict[str, Any] | None:
         resource_type, _, resource_id = reference.partition("/")
@@ -221,10 +268,8 @@ class Pipeline:
         since = await asyncio.to_thread(self._watermark, event.subscription_key)
         params = [("_lastUpdated", f"ge{since}"), ("_sort", "_lastUpdated")]
         found = await self.fhir.search(resource_type, params)
-        newest = since
-        for resource in found:
-            await self.handle_resource(resource)
-            newest = max(newest, str((resource.get("meta") or {}).get("lastUpdated") or newest))
+        await self._decide_all([(resource, None) for resource in found])
+        newest = max([since, *(str((resource.get("meta") or {}).get("lastUpdated") or since) for resource in found)])
         query = query_entry(resource_type, params, step="ping", results=len(found))
         await asyncio.to_thread(self._advance, event.subscription_key, newest, event.id or 0, query)
 

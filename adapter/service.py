@@ -37,8 +37,9 @@ from adapter.outbox.throughput import TokenBucket
 from adapter.pipeline import Pipeline
 from adapter.recipients.consent import consent_source
 from adapter.recipients.contacts import ContactBook
-from adapter.scheduling.decide import DecideConfig, Decider
+from adapter.scheduling.decide import Decider
 from adapter.scheduling.decide import attach as attach_reminders
+from adapter.scheduling.decision import DecideConfig
 from adapter.scheduling.reminder_gate import ReminderGate
 from adapter.scheduling.reminders import policy_from_settings as reminder_policy
 from adapter.security.crypto import BlindIndex, FieldCipher

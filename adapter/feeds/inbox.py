@@ -8,13 +8,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.feeds.tables import INBOX_CLAIMABLE, InboxEvent
 from adapter.storage.claimable import in_states, indexed_by
-from adapter.storage.db import insert_ignoring_duplicates, transaction, utcnow
+from adapter.storage.db import insert_ignoring_duplicates, table_of, transaction, utcnow
 from ehr.notifications import IncomingNotification
 
 LEASE = timedelta(minutes=5)
@@ -88,10 +89,14 @@ class InboxStore:
 
     @staticmethod
     def mark_done(session: Session, event_id: int) -> None:
-        event = session.get(InboxEvent, event_id)
-        if event is not None:
-            event.state, event.processed_at, event.lease_until = "done", utcnow(), None
-            session.add(event)
+        InboxStore.mark_done_many(session, [event_id])
+
+    @staticmethod
+    def mark_done_many(session: Session, event_ids: list[int]) -> None:
+        """Finishes these events in one UPDATE, in the transaction of what they led to."""
+        if event_ids:
+            session.execute(update(table_of(InboxEvent)).where(table_of(InboxEvent).c.id.in_(event_ids))
+                            .values(state="done", processed_at=utcnow(), lease_until=None))
 
     def retry_later(self, event_id: int, error: str, delay: timedelta, max_attempts: int) -> None:
         with transaction(self.engine) as session:

@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -53,15 +54,24 @@ class OutboxStore:
                         recipient_key: bytes | None = None) -> bool:
         """Queues any message body (``{"type": "text", "text": …}``, ``interactive``, ``template``).
         A free-form body needs the 24-hour window; ``fallback`` is the template sent when it is closed."""
-        now = utcnow()
-        row = {"natural_key": natural_key, "rule_id": rule_id, "resource_ref": resource_ref,
-               "patient_ref": patient_ref,
-               "recipient_enc": self.cipher.encrypt(recipient, context=recipient_context(natural_key)),
-               "recipient_key": recipient_key or self.contacts.remember(session, patient_ref, recipient),
-               "payload": compact_json(message), "purpose": purpose,
-               "fallback": compact_json({"type": "template", "template": fallback}) if fallback else None,
-               "state": "queued", "due_at": due_at, "attempts": 0, "created_at": now, "updated_at": now}
+        row = self.message_row(natural_key=natural_key, rule_id=rule_id, resource_ref=resource_ref,
+                               patient_ref=patient_ref, recipient=recipient, message=message, due_at=due_at,
+                               purpose=purpose, fallback=fallback,
+                               recipient_key=recipient_key or self.contacts.remember(session, patient_ref, recipient))
         return insert_ignoring_duplicates(session, OutboxMessage, [row], "natural_key") == 1
+
+    def message_row(self, *, natural_key: str, rule_id: str, resource_ref: str, patient_ref: str, recipient: str,
+                    message: dict[str, Any], due_at: datetime, recipient_key: bytes | None, purpose: str = "notify",
+                    fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``outbox`` row of a queued message, the recipient encrypted (bound to the key), for a
+        batch's one INSERT (:mod:`adapter.scheduling.batch_facts`) or :meth:`enqueue_message`'s."""
+        now = utcnow()
+        return {"natural_key": natural_key, "rule_id": rule_id, "resource_ref": resource_ref,
+                "patient_ref": patient_ref,
+                "recipient_enc": self.cipher.encrypt(recipient, context=recipient_context(natural_key)),
+                "recipient_key": recipient_key, "payload": compact_json(message), "purpose": purpose,
+                "fallback": compact_json({"type": "template", "template": fallback}) if fallback else None,
+                "state": "queued", "due_at": due_at, "attempts": 0, "created_at": now, "updated_at": now}
 
     @staticmethod
     def exists(session: Session, natural_key: str) -> bool:
@@ -75,6 +85,14 @@ class OutboxStore:
             return set()
         found = session.exec(select(OutboxMessage.natural_key).where(col(OutboxMessage.natural_key).in_(natural_keys)))
         return set(found.all())
+
+    def queue_tail(self, session: Session, recipient_key: bytes) -> datetime | None:
+        """The latest due time of the messages queued to this number for about now: those held back by
+        pacing (at most one pair interval ahead); a reminder due tomorrow is not in the way."""
+        horizon = utcnow() + self.rules.pair_interval
+        return session.exec(select(func.max(OutboxMessage.due_at)).where(
+            col(OutboxMessage.recipient_key) == recipient_key, col(OutboxMessage.state) == "queued",
+            col(OutboxMessage.due_at) <= horizon)).first()
 
     @staticmethod
     def dead_on_arrival(session: Session, *, natural_key: str, rule_id: str, resource_ref: str,

@@ -20,21 +20,38 @@ OPTED_OUT = "opted_out"
 class ConsentSource(Protocol):
     def may_message(self, session: Session, patient_ref: str) -> bool: ...
 
+    def may_message_many(self, session: Session, patient_refs: list[str]) -> dict[str, bool]: ...
+
+
+def _statuses(session: Session, patient_refs: list[str]) -> dict[str, str]:
+    if not patient_refs:
+        return {}
+    return dict(session.exec(select(ConsentRecord.patient_ref, ConsentRecord.status)
+                             .where(col(ConsentRecord.patient_ref).in_(patient_refs))).all())
+
 
 class RegistryConsent:
     """Only patients with an ``opted_in`` record in the local registry."""
 
     def may_message(self, session: Session, patient_ref: str) -> bool:
-        record = session.get(ConsentRecord, patient_ref)
-        return record is not None and record.status == OPTED_IN
+        return self.may_message_many(session, [patient_ref])[patient_ref]
+
+    def may_message_many(self, session: Session, patient_refs: list[str]) -> dict[str, bool]:
+        """One read for a batch of patients."""
+        statuses = _statuses(session, patient_refs)
+        return {ref: statuses.get(ref) == OPTED_IN for ref in patient_refs}
 
 
 class AssumedConsent:
     """Everyone, except patients who opted out (STOP is honoured even in the demo)."""
 
     def may_message(self, session: Session, patient_ref: str) -> bool:
-        record = session.get(ConsentRecord, patient_ref)
-        return record is None or record.status != OPTED_OUT
+        return self.may_message_many(session, [patient_ref])[patient_ref]
+
+    def may_message_many(self, session: Session, patient_refs: list[str]) -> dict[str, bool]:
+        """One read for a batch of patients."""
+        statuses = _statuses(session, patient_refs)
+        return {ref: statuses.get(ref) != OPTED_OUT for ref in patient_refs}
 
 
 def consent_source(name: str) -> ConsentSource:

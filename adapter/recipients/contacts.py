@@ -50,19 +50,28 @@ class ContactBook:
         self.cipher = cipher
 
     def remember(self, session: Session, patient_ref: str, e164: str) -> bytes:
-        """Records that ``patient_ref`` is messaged at ``e164``; returns the number's index as stored.
+        """Records that ``patient_ref`` is messaged at ``e164``; returns the number's index as stored."""
+        rows = list(session.exec(select(WhatsAppContact).where(
+            col(WhatsAppContact.phone_index).in_(self.index.phone_candidates(e164)))))
+        key, new = self.remember_among(rows, patient_ref, e164)
+        if new is not None:
+            session.add(new)
+        return key
+
+    def remember_among(self, known: list[WhatsAppContact], patient_ref: str,
+                       e164: str) -> tuple[bytes, WhatsAppContact | None]:
+        """The number's index for this patient among ``known`` contacts (those a batch read at once for
+        all its numbers), and the new contact row to store when the patient is not yet on file at it.
 
         During an index rotation a number already on file keeps the index its rows have (re-indexing
         moves them all together), so one number never has rows under two indexes."""
-        rows = session.exec(select(WhatsAppContact).where(
-            col(WhatsAppContact.phone_index).in_(self.index.phone_candidates(e164)))).all()
+        candidates = self.index.phone_candidates(e164)
+        rows = [row for row in known if row.phone_index in candidates]
         if any(row.patient_ref == patient_ref for row in rows):
-            return next(row.phone_index for row in rows if row.patient_ref == patient_ref)
+            return next(row.phone_index for row in rows if row.patient_ref == patient_ref), None
         key = rows[0].phone_index if rows else self.index.phone(e164)
-        session.add(WhatsAppContact(patient_ref=patient_ref, phone_index=key,
-                                    phone_enc=self.cipher.encrypt(e164, context=phone_context(patient_ref, key)),
-                                    updated_at=utcnow()))
-        return key
+        return key, WhatsAppContact(patient_ref=patient_ref, phone_index=key, updated_at=utcnow(),
+                                    phone_enc=self.cipher.encrypt(e164, context=phone_context(patient_ref, key)))
 
     def find(self, session: Session, *, phone: str | None = None, user_id: str | None = None) -> list[WhatsAppContact]:
         """Every contact row of the sender: by number when Meta gave one, else by user id."""

@@ -9,80 +9,44 @@ A handler that reads like a recipe (cosmicpython): guard clauses, resolve, map, 
 4. For each firing rule: patient → mobile number → opt-in → language → render (typed, allow-listed
    parameters only) → PHI guard → outbox. Every "no" is recorded as a skip with its reason.
 
-All database effects of one version happen in one transaction, with the inbox event marked done,
-and so do its audit entries (:func:`adapter.audit.fhir_access.decide_reads`): a ``patient-read`` of
-the re-read resource and of the Patient read for its telecom and language (BALP PatientRead).
+All database effects of a batch of versions happen in one transaction, with their inbox events
+marked done, and so do their audit entries (:func:`adapter.audit.fhir_access.decide_reads`): a
+``patient-read`` of the re-read resource and of the Patient read for its telecom and language (BALP
+PatientRead). The batch reads each table once and writes each once
+(:class:`adapter.scheduling.batch_facts.DecideFacts`); one version is a batch of one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from sqlalchemy import tuple_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.audit.fhir_access import decide_reads
-from adapter.audit.trail import record as audit
-from adapter.feeds.inbox import InboxStore
+from adapter.audit.fhir_access import decide_reads, read_entry
 from adapter.feeds.tables import ResourceState
-from adapter.outbox.action_tokens import insert_tokens, mint_action_token
+from adapter.outbox.action_tokens import mint_action_token
 from adapter.outbox.store import OutboxStore
-from adapter.outbox.tables import ActionToken, NotificationSkip
+from adapter.outbox.tables import NotificationSkip
 from adapter.recipients.consent import ConsentSource
-from adapter.scheduling.reminders import ReminderPlanner, policy_from_settings
+from adapter.scheduling.batch_facts import DecideFacts, StateKey, Wanted
+from adapter.scheduling.decision import DecideConfig, DecideItem, Decision, resource_ref, state_key, version_of
+from adapter.scheduling.reminders import ReminderPlanner, appointment_start, policy_from_settings, reminder_key
 from adapter.scheduling.survey import queue_survey
 from adapter.settings import Settings
 from adapter.storage.db import transaction, utcnow
 from ehr.patient import mobile_number, patient_reference, preferred_language
 from mappings.phi_guard import PhiLeakError, check, identifying_strings
-from mappings.policy import PhiProfile
 from mappings.render import RenderContext, RenderError, render
-from mappings.rules import Repeat, Rule, RuleSet
+from mappings.rules import Rule, RuleSet
 from portal_links.store import LinkStore
 from whatsapp.catalogue import TemplateCatalogue
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DecideConfig:
-    profile: PhiProfile
-    zone: ZoneInfo
-    site_labels: dict[str, str]
-    default_site_label: str
-    default_language: str
-    default_phone_region: str
-    report_policy: Repeat
-
-
-@dataclass
-class Decision:
-    """What one version produced (for logs, tests and the benchmark)."""
-
-    resource_ref: str
-    duplicate: bool = False
-    queued: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-    # What this decision already looked up, so its confirmation and reminders read each once: opt-in
-    # per patient, and the contact's number index per (patient, number). Nothing in the step changes them.
-    consent: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
-    contact_keys: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
-
-
-def resource_ref(resource: dict[str, Any]) -> str:
-    return f"{resource.get('resourceType')}/{resource.get('id')}"
-
-
-def version_of(resource: dict[str, Any]) -> str | None:
-    meta = resource.get("meta") or {}
-    version = meta.get("versionId")
-    return str(version) if version is not None else None
 
 
 class Decider:
@@ -102,9 +66,17 @@ class Decider:
 
     def last_seen(self, resource: dict[str, Any]) -> tuple[str | None, str | None]:
         """(version, status) of the resource when it was last processed; (None, None) if never."""
+        return self.last_seen_many([resource]).get(state_key(resource), (None, None))
+
+    def last_seen_many(self, resources: Sequence[dict[str, Any]]) -> dict[StateKey, tuple[str | None, str | None]]:
+        """:meth:`last_seen` for a batch, in one read."""
+        keys = sorted({state_key(resource) for resource in resources})
+        if not keys:
+            return {}
         with Session(self.engine) as session:
-            state = session.get(ResourceState, (resource.get("resourceType"), resource.get("id")))
-            return (state.version_id, state.status) if state else (None, None)
+            found = session.exec(select(ResourceState).where(
+                tuple_(col(ResourceState.resource_type), col(ResourceState.resource_id)).in_(keys)))
+            return {(row.resource_type, row.resource_id): (row.version_id, row.status) for row in found}
 
     def firing_rules(self, resource: dict[str, Any], previous_status: str | None = None) -> list[Rule]:
         """Rules whose status set the resource just entered (a new resource enters from nothing)."""
@@ -114,59 +86,100 @@ class Decider:
 
     def record(self, resource: dict[str, Any], patient: dict[str, Any] | None,
                inbox_event_id: int | None = None, related: Sequence[dict[str, Any]] = ()) -> Decision:
-        """Applies one version: outbox rows, skips, resource state and inbox, in one transaction.
-        ``related``: the practitioners, locations, … it references, whose names the guard checks too."""
-        ref, version = resource_ref(resource), version_of(resource)
-        decision = Decision(resource_ref=ref)
+        """Applies one version (:meth:`record_batch` of one)."""
+        return self.record_batch([DecideItem(resource, patient, inbox_event_id, related)])[0]
+
+    def record_batch(self, items: Sequence[DecideItem], done_events: Sequence[int] = ()) -> list[Decision]:
+        """Applies a batch of versions in one transaction, in order: outbox rows, skips, resource
+        state, audit entries, and the inbox events (``done_events`` too: events that led to nothing)
+        marked done. A second version of one resource in the batch sees the first's state."""
         with transaction(self.engine) as session:
-            state = session.exec(
-                select(ResourceState)
-                .where(col(ResourceState.resource_type) == resource["resourceType"],
-                       col(ResourceState.resource_id) == resource["id"])
-                .with_for_update()
-            ).first()
-            decision.duplicate = state is not None and version is not None and state.version_id == version
-            rules = [] if decision.duplicate else self.firing_rules(resource, state.status if state else None)
-            # The reads first: whatever fails later in this step rolls them back with it. The caller
-            # read the Patient only when a rule fired (adapter.pipeline.handle_resource).
-            audit(session, *decide_reads(resource, patient, patient_reference(resource), bool(rules)))
-            if not decision.duplicate:
-                for rule in rules:
-                    self._apply_rule(session, rule, resource, patient, related, decision)
-                self._plan_reminders(session, resource, patient, related, decision)
-                if (self.surveys and resource.get("resourceType") == "Appointment"
-                        and resource.get("status") == "fulfilled" and (state.status if state else None) != "fulfilled"):
-                    key = queue_survey(session, self.outbox, self.outbox.contacts, self.consent, resource,
-                                       patient_reference(resource), self.config.default_language)
-                    decision.queued.extend([key] if key else [])
-                state = state or ResourceState(resource_type=resource["resourceType"], resource_id=resource["id"],
-                                               processed_at=utcnow())
-                state.version_id, state.status = version, resource.get("status")
-                state.last_updated = (resource.get("meta") or {}).get("lastUpdated")
-                state.processed_at = utcnow()
-                session.add(state)
-            if inbox_event_id is not None:
-                InboxStore.mark_done(session, inbox_event_id)
+            facts = DecideFacts.load(session, self._wanted(items), self.consent,
+                                     self.outbox.contacts.index.phone_candidates)
+            facts.done_events.extend(done_events)
+            decisions = [self._decide(session, facts, item) for item in items]
+            inserted = facts.write(session)
+        for decision in decisions:  # a key another instance queued first is not this batch's
+            decision.queued = [key for key in decision.queued if key in inserted]
+        return decisions
+
+    def _wanted(self, items: Sequence[DecideItem]) -> Wanted:
+        """Every row the batch may read, from the resources alone (before the transaction)."""
+        wanted = Wanted()
+        for item in items:
+            resource = item.resource
+            wanted.states.add(state_key(resource))
+            patient_ref = patient_reference(resource)
+            if patient_ref is not None:
+                wanted.patients.add(patient_ref)
+            if item.patient is not None:
+                number = mobile_number(item.patient, self.config.default_phone_region).e164
+                wanted.numbers.update([number] if number else [])
+            for rule in self.rules.for_resource(str(resource.get("resourceType"))):
+                wanted.keys.add(self._natural_key(rule, resource))
+                start = appointment_start(resource)
+                if rule.reminder is None or resource.get("resourceType") != "Appointment":
+                    continue
+                wanted.appointments.add(resource_ref(resource))
+                wanted.reminder_rules.add(rule.reminder.id)
+                if start is not None:
+                    wanted.keys.update(reminder_key(resource_ref(resource), start, offset)
+                                       for offset in rule.reminder_offsets)
+        return wanted
+
+    def _decide(self, session: Session, facts: DecideFacts, item: DecideItem) -> Decision:
+        resource, patient = item.resource, item.patient
+        ref, version, key = resource_ref(resource), version_of(resource), state_key(resource)
+        patient_ref = patient_reference(resource)
+        decision = Decision(resource_ref=ref)
+        state = facts.states.get(key)
+        decision.duplicate = state is not None and version is not None and state.version_id == version
+        if item.inbox_event_id is not None:
+            facts.done_events.append(item.inbox_event_id)
+        if decision.duplicate:  # the reads happened all the same: audit them
+            facts.audit.append(read_entry(resource, patient_ref=patient_ref, step="decide", detail={"duplicate": True}))
+            facts.audit.extend(decide_reads(resource, patient, patient_ref, False)[1:])
+            return decision
+        previous = state.status if state else None
+        rules = self.firing_rules(resource, previous)
+        # The reads first: whatever fails later in this step rolls them back with it. The caller
+        # read the Patient only when a rule fired (adapter.pipeline).
+        facts.audit.extend(decide_reads(resource, patient, patient_ref, bool(rules)))
+        for rule in rules:
+            self._apply_rule(session, facts, rule, item, decision)
+        self._plan_reminders(session, facts, item, decision)
+        if (self.surveys and resource.get("resourceType") == "Appointment"
+                and resource.get("status") == "fulfilled" and previous != "fulfilled"):
+            facts.write_contacts(session)  # the survey finds the patient's number on file
+            queued = queue_survey(session, self.outbox, self.outbox.contacts, self.consent, resource,
+                                  patient_ref, self.config.default_language)
+            decision.queued.extend([queued] if queued else [])
+            facts.direct.update([queued] if queued else [])
+        now = utcnow()
+        state = state or ResourceState(resource_type=key[0], resource_id=key[1], processed_at=now)
+        state.version_id, state.status = version, resource.get("status")
+        state.last_updated = (resource.get("meta") or {}).get("lastUpdated")
+        state.processed_at = now
+        session.add(state)
+        facts.states[key] = state
         return decision
 
-    def _plan_reminders(self, session: Session, resource: dict[str, Any], patient: dict[str, Any] | None,
-                        related: Sequence[dict[str, Any]], decision: Decision) -> None:
+    def _plan_reminders(self, session: Session, facts: DecideFacts, item: DecideItem, decision: Decision) -> None:
         """Keeps the Appointment's reminder rows equal to this version (:mod:`adapter.scheduling.reminders`)."""
+        resource = item.resource
         if self.reminders is None or resource.get("resourceType") != "Appointment":
             return
 
         def enqueue(session: Session, reminder: Rule, key: str, due_at: datetime) -> bool:
             if any(rule_id == reminder.id for rule_id, _ in decision.skipped):
                 return False  # one skip per version says it all (and a second would repeat its key)
-            # reconcile read that no row has this key, in this transaction: no second look
-            self._apply_rule(session, reminder, resource, patient, related, decision, key=key, due_at=due_at,
-                             known_new=True)
+            self._apply_rule(session, facts, reminder, item, decision, key=key, due_at=due_at)
             return key in decision.queued
 
         for rule in self.rules.for_resource("Appointment"):
             if rule.reminder is not None:
-                self.reminders.reconcile(session, rule, resource, patient_reference(resource),
-                                         enqueue if patient is not None else None)
+                self.reminders.reconcile(session, facts, rule, resource, patient_reference(resource),
+                                         enqueue if item.patient is not None else None)
 
     def _natural_key(self, rule: Rule, resource: dict[str, Any]) -> str:
         """The outbox key that makes a message effectively-once: per resource for ``once`` rules,
@@ -183,9 +196,9 @@ class Decider:
                                      created_at=utcnow()))
         decision.skipped.append((rule.id, reason))
 
-    def _apply_rule(self, session: Session, rule: Rule, resource: dict[str, Any], patient: dict[str, Any] | None,
-                    related: Sequence[dict[str, Any]], decision: Decision, *, key: str | None = None,
-                    due_at: datetime | None = None, known_new: bool = False) -> None:
+    def _apply_rule(self, session: Session, facts: DecideFacts, rule: Rule, item: DecideItem, decision: Decision, *,
+                    key: str | None = None, due_at: datetime | None = None) -> None:
+        resource, patient = item.resource, item.patient
         patient_ref = patient_reference(resource)
         if patient_ref is None:
             return self._skip(session, rule, resource, None, "no_patient_reference", decision)
@@ -194,15 +207,17 @@ class Decider:
         contact = mobile_number(patient, self.config.default_phone_region)
         if contact.e164 is None:
             return self._skip(session, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
-        if patient_ref not in decision.consent:
-            decision.consent[patient_ref] = self.consent.may_message(session, patient_ref)
-        if not decision.consent[patient_ref]:
+        if patient_ref not in facts.consent:
+            facts.consent[patient_ref] = self.consent.may_message(session, patient_ref)
+        if not facts.consent[patient_ref]:
             return self._skip(session, rule, resource, patient_ref, "no_opt_in", decision)
+        key = key or self._natural_key(rule, resource)  # the message's key: its links can be revoked by it
+        if key in facts.taken:
+            return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
         language = preferred_language(patient, rule.languages_for(self.config.profile),
                                       self.config.default_language)
         ref, version = resource_ref(resource), version_of(resource)
-        minted: list[Any] = []  # token rows join the session only if the message is queued
-        key = key or self._natural_key(rule, resource)  # the message's key: its links can be revoked by it
+        minted: list[Any] = []  # token rows go into the database only if the message is queued
         context = RenderContext(
             language=language,
             profile=self.config.profile,
@@ -215,11 +230,9 @@ class Decider:
             mint_action=lambda action: mint_action_token(_ListSink(minted), action=action, patient_ref=patient_ref,
                                                          resource_ref=ref, version_id=version),
         )
-        if not known_new and self.outbox.exists(session, key):
-            return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
         try:
             template = render(rule, resource, context)
-            check(template, identifying_strings(resource, patient, related), public=context.public_labels)
+            check(template, identifying_strings(resource, patient, item.related), public=context.public_labels)
         except RenderError as error:
             return self._skip(session, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
         except PhiLeakError as leak:
@@ -228,16 +241,14 @@ class Decider:
             self.outbox.dead_on_arrival(session, natural_key=key, rule_id=rule.id, resource_ref=ref,
                                         patient_ref=patient_ref,
                                         reason=f"phi_guard:{leak.category}:{leak.field_path}")
+            facts.taken.add(key)
             decision.blocked.append(rule.id)
             return None
-        session.add_all([row for row in minted if not isinstance(row, ActionToken)])
-        insert_tokens(session, [row for row in minted if isinstance(row, ActionToken)])
-        number = (patient_ref, contact.e164)
-        if number not in decision.contact_keys:
-            decision.contact_keys[number] = self.outbox.contacts.remember(session, patient_ref, contact.e164)
-        if self.outbox.enqueue(session, natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
-                               recipient=contact.e164, template=template, due_at=due_at or self._due(),
-                               recipient_key=decision.contact_keys[number]):
+        recipient_key = facts.remember(self.outbox.contacts, patient_ref, contact.e164)
+        row = self.outbox.message_row(natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
+                                      recipient=contact.e164, message={"type": "template", "template": template},
+                                      due_at=due_at or self._due(), recipient_key=recipient_key)
+        if facts.enqueue(row, minted):
             decision.queued.append(key)
         return None
 

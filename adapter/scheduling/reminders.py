@@ -32,10 +32,10 @@ Cancelled reminders stay as ``suppressed`` rows with a reason, so a later versio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
@@ -123,6 +123,23 @@ def appointment_start(appointment: dict[str, Any]) -> datetime | None:
         return None
 
 
+class PlanFacts(Protocol):
+    """What reconcile reads and queues, for a whole decide batch at once
+    (:class:`adapter.scheduling.batch_facts.DecideFacts`)."""
+
+    def pending_reminders(self, rule_id: str, ref: str) -> list[OutboxMessage]: ...
+
+    def existing(self, keys: Iterable[str]) -> set[str]: ...
+
+    def live_others(self, rule_id: str, ref: str, patient_ref: str) -> list[tuple[str, datetime]]: ...
+
+    def forget(self, keys: Iterable[str]) -> None: ...
+
+    def skip_recorded(self, skip: tuple[str, str, str | None, str]) -> bool: ...
+
+    def enqueue(self, row: dict[str, Any], tokens: list[Any] = ...) -> bool: ...
+
+
 # Enqueues one reminder through the decide step's checks (contact, consent, language, render, PHI guard);
 # returns True when a row was queued.
 Enqueue = Callable[[Session, Rule, str, datetime], bool]
@@ -144,10 +161,11 @@ class ReminderPlanner:
         self.policy = policy
         self.context = context  # language -> a render context (no links or tokens in reminders)
 
-    def reconcile(self, session: Session, rule: Rule, appointment: dict[str, Any], patient_ref: str | None,
-                  enqueue: Enqueue | None, now: datetime | None = None) -> Planned:
+    def reconcile(self, session: Session, facts: PlanFacts, rule: Rule, appointment: dict[str, Any],
+                  patient_ref: str | None, enqueue: Enqueue | None, now: datetime | None = None) -> Planned:
         """Makes the queued reminders of ``appointment`` match its current version (module docstring).
-        ``enqueue`` is None when the Patient was not read (no rule fired): then only moves and cancels."""
+        ``enqueue`` is None when the Patient was not read (no rule fired): then only moves and cancels.
+        ``facts``: the decide batch's reads, so a batch of appointments is planned without a query each."""
         now = now or utcnow()
         done = Planned([], [], [], [])
         reminder = rule.reminder
@@ -155,35 +173,39 @@ class ReminderPlanner:
         if reminder is None or not rule.reminder_offsets:
             return done
         start = appointment_start(appointment)
-        pending = self._pending(session, reminder.id, ref)
+        pending = facts.pending_reminders(reminder.id, ref)
         reason = self._stop_reason(appointment, patient_ref, start, now)
         if reason is not None:
             done.cancelled = self._cancel(session, pending, reason, now)
+            facts.forget(done.cancelled)
             return done
         assert start is not None
         wanted = {reminder_key(ref, start, offset): offset for offset in rule.reminder_offsets}
         stale = [row for row in pending if row.natural_key not in wanted]
         for row in stale:
             parsed = parse_key(row.natural_key)
-            if parsed is not None and self._move(session, reminder, appointment, row, start, parsed[2], now, done):
+            moved = parsed is not None and self._move(session, facts, reminder, appointment, row, start, parsed[2],
+                                                      now, done)
+            if moved:
                 done.moved.append(row.natural_key)
         done.cancelled = self._cancel(session, stale, "reminder cancelled: appointment rescheduled", now)
+        facts.forget(done.cancelled)
         if enqueue is None or patient_ref is None:
             return done
-        # One read of which keys exist (after the moves, which may have queued some of them), and
-        # one of the patient's other live reminders: the rows queued below are this appointment's own,
-        # which that read excludes, so it holds for every offset.
-        existing = OutboxStore.existing(session, list(wanted))
+        # Which keys exist (after the moves, which may have queued some of them), and the patient's other
+        # live reminders: the rows queued below are this appointment's own, which that list excludes,
+        # so it holds for every offset.
+        existing = facts.existing(wanted)
         others: list[tuple[str, datetime]] | None = None
         for key, offset in wanted.items():
             if key in existing:
                 continue
             due = due_time(start, offset, self.policy)
             if others is None and due > now:
-                others = self._live_others(session, reminder.id, ref, patient_ref)
+                others = facts.live_others(reminder.id, ref, patient_ref)
             why = self._hold_reason(others or [], start, offset, due, now)
             if why is not None:
-                self._skip(session, reminder.id, appointment, patient_ref, why, done)
+                self._skip(session, facts, reminder.id, appointment, patient_ref, why, done)
             elif enqueue(session, reminder, key, due):
                 done.queued.append(key)
         return done
@@ -198,13 +220,6 @@ class ReminderPlanner:
         if start is None or start <= now:
             return "reminder cancelled: appointment started"
         return None
-
-    @staticmethod
-    def _live_others(session: Session, rule_id: str, ref: str, patient_ref: str) -> list[tuple[str, datetime]]:
-        """(key, due) of the patient's live reminders for other appointments (same-day rule, daily cap)."""
-        return [(key, due) for key, due in session.exec(select(OutboxMessage.natural_key, OutboxMessage.due_at).where(
-            col(OutboxMessage.patient_ref) == patient_ref, col(OutboxMessage.rule_id) == rule_id,
-            col(OutboxMessage.state).in_(LIVE), col(OutboxMessage.resource_ref) != ref))]
 
     def _hold_reason(self, others: list[tuple[str, datetime]], start: datetime, offset: timedelta, due: datetime,
                      now: datetime) -> str | None:
@@ -225,47 +240,40 @@ class ReminderPlanner:
     # --- effects
 
     @staticmethod
-    def _pending(session: Session, rule_id: str, ref: str) -> list[OutboxMessage]:
-        return list(session.exec(select(OutboxMessage).where(
-            col(OutboxMessage.rule_id) == rule_id, col(OutboxMessage.resource_ref) == ref,
-            col(OutboxMessage.state).in_(PENDING)).with_for_update()))
-
-    @staticmethod
     def _cancel(session: Session, rows: list[OutboxMessage], reason: str, now: datetime) -> list[str]:
         for row in rows:
             row.state, row.dead_reason, row.updated_at, row.lease_until = "suppressed", reason[:200], now, None
             session.add(row)
         return [row.natural_key for row in rows]
 
-    def _move(self, session: Session, reminder: Rule, appointment: dict[str, Any], row: OutboxMessage,
+    def _move(self, session: Session, facts: PlanFacts, reminder: Rule, appointment: dict[str, Any], row: OutboxMessage,
               start: datetime, offset: timedelta, now: datetime, done: Planned) -> bool:
         """A reschedule: the same reminder for the new start, to the same number in the same language."""
         key = reminder_key(f"Appointment/{appointment.get('id')}", start, offset)
         due = due_time(start, offset, self.policy)
-        if due <= now or row.recipient_enc is None or OutboxStore.exists(session, key):
+        if due <= now or row.recipient_enc is None or facts.existing([key]):
             return False
         try:
             language = json.loads(row.payload or "{}")["template"]["language"]["code"]
             template = render(reminder, appointment, self.context(str(language)))
         except (KeyError, TypeError, ValueError, RenderError):
-            self._skip(session, reminder.id, appointment, row.patient_ref, "reminder_not_moved", done)
+            self._skip(session, facts, reminder.id, appointment, row.patient_ref, "reminder_not_moved", done)
             return False
         recipient = self.outbox.cipher.decrypt(row.recipient_enc, context=recipient_context(row.natural_key))
-        return self.outbox.enqueue(session, natural_key=key, rule_id=reminder.id, resource_ref=row.resource_ref,
-                                   patient_ref=row.patient_ref, recipient=recipient, template=template, due_at=due)
+        return facts.enqueue(self.outbox.message_row(
+            natural_key=key, rule_id=reminder.id, resource_ref=row.resource_ref, patient_ref=row.patient_ref,
+            recipient=recipient, message={"type": "template", "template": template}, due_at=due,
+            recipient_key=row.recipient_key))
 
     @staticmethod
-    def _skip(session: Session, rule_id: str, appointment: dict[str, Any], patient_ref: str | None, reason: str,
-              done: Planned) -> None:
+    def _skip(session: Session, facts: PlanFacts, rule_id: str, appointment: dict[str, Any],
+              patient_ref: str | None, reason: str, done: Planned) -> None:
+        """Records a skip once per (rule, version, reason)."""
         version = (appointment.get("meta") or {}).get("versionId")
+        version_id = str(version) if version is not None else None
         ref = f"Appointment/{appointment.get('id')}"
-        exists = session.exec(select(NotificationSkip.id).where(
-            col(NotificationSkip.rule_id) == rule_id, col(NotificationSkip.resource_ref) == ref,
-            col(NotificationSkip.version_id) == (str(version) if version is not None else None),
-            col(NotificationSkip.reason) == reason)).first()
-        if exists is None:
-            session.add(NotificationSkip(rule_id=rule_id, resource_ref=ref,
-                                         version_id=str(version) if version is not None else None,
+        if not facts.skip_recorded((rule_id, ref, version_id, reason)):
+            session.add(NotificationSkip(rule_id=rule_id, resource_ref=ref, version_id=version_id,
                                          patient_ref=patient_ref, reason=reason, created_at=utcnow()))
         done.skipped.append((rule_id, reason))
 

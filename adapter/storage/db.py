@@ -109,20 +109,33 @@ def table_of(model: type[SQLModel]) -> Table:
 def insert_ignoring_duplicates(session: Session, model: type[SQLModel], rows: list[dict[str, Any]], key: str) -> int:
     """Inserts rows, silently skipping those whose unique ``key`` already exists; returns how many
     were new. This is what makes every intake idempotent on both databases."""
+    return len(insert_new(session, model, rows, key))
+
+
+def insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, Any]], key: str) -> list[Any]:
+    """:func:`insert_ignoring_duplicates`, returning the ``key`` values of the rows that were new."""
     if not rows:
-        return 0
+        return []
     table = table_of(model)
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    statement = _ignoring_conflicts(session, table, [key])
+    return list(session.execute(statement.returning(table.c[key]), rows).scalars())
+
+
+def insert_all_ignoring(session: Session, model: type[SQLModel], rows: list[dict[str, Any]],
+                        unique: list[str]) -> None:
+    """One multi-row INSERT that skips rows whose ``unique`` columns exist already (no ids returned)."""
+    if rows:
+        session.execute(_ignoring_conflicts(session, table_of(model), unique).values(rows))
+
+
+def _ignoring_conflicts(session: Session, table: Table, unique: list[str]) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        statement: Any = pg_insert(table).on_conflict_do_nothing(index_elements=[key])
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(table).on_conflict_do_nothing(index_elements=unique)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
-    result = session.execute(statement.returning(table.c[key]), rows)
-    return len(result.all())
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def upsert(session: Session, model: type[SQLModel], row: dict[str, Any], key: str, update: list[str]) -> None:

@@ -31,6 +31,7 @@ from adapter.settings import load_settings
 from adapter.storage.db import transaction, utcnow
 from ehr.hook_secrets import authorization_header, derive_secret
 from ehr.intake import build_intake_router
+from ehr.notifications import IncomingNotification
 from portal_links.routes import build_link_router
 from portal_links.store import LinkStore
 from portal_links.tokens import LinkSigner, token_hash
@@ -95,9 +96,12 @@ async def test_a_decide_step_records_a_read_of_the_appointment_and_of_the_patien
 
 
 class FailingConsent:
-    """A consent source whose database read fails (the step fails after its reads were recorded)."""
+    """A consent source whose database read fails (the step fails after its EHR reads were made)."""
 
     def may_message(self, session: Session, patient_ref: str) -> bool:
+        raise RuntimeError("consent registry unavailable")
+
+    def may_message_many(self, session: Session, patient_refs: list[str]) -> dict[str, bool]:
         raise RuntimeError("consent registry unavailable")
 
 
@@ -111,6 +115,38 @@ async def test_a_decide_step_that_rolls_back_leaves_no_audit_entry(service: Serv
     assert audit_rows(service.engine) == []
     with Session(service.engine) as session:
         assert session.exec(select(ResourceState)).all() == []  # the step itself rolled back too
+
+
+class ConsentFailingFor:
+    """A consent source whose read fails whenever one patient is among those asked about."""
+
+    def __init__(self, poisoned: str) -> None:
+        self.poisoned = poisoned
+
+    def may_message(self, session: Session, patient_ref: str) -> bool:
+        return self.may_message_many(session, [patient_ref])[patient_ref]
+
+    def may_message_many(self, session: Session, patient_refs: list[str]) -> dict[str, bool]:
+        if self.poisoned in patient_refs:
+            raise RuntimeError("consent registry unavailable")
+        return dict.fromkeys(patient_refs, True)
+
+
+async def test_a_version_that_fails_its_batch_does_not_hold_up_the_others(service: Service) -> None:
+    booked_ones = [await booked(service, 40 + n) for n in range(3)]
+    assert service.pipeline is not None
+    service.decider.consent = ConsentFailingFor(booked_ones[1][0])
+    service.inbox.accept([IncomingNotification(subscription_key="ehr", kind="resource", resource_type="Appointment",
+                                               resource_id=appointment["id"]) for _, appointment in booked_ones])
+    assert await service.pipeline.process_inbox_once() == 3  # one batch: it fails, then each is decided alone
+    with Session(service.engine) as session:
+        events = {row.resource_id: row for row in session.exec(select(InboxEvent))}
+        states = {row.resource_id for row in session.exec(select(ResourceState))}
+    good, bad = [booked_ones[0][1]["id"], booked_ones[2][1]["id"]], booked_ones[1][1]["id"]
+    assert [events[key].state for key in good] == ["done", "done"] and states == set(good)
+    assert events[bad].state == "pending" and events[bad].last_error == "RuntimeError"  # retried later
+    assert {row.patient_ref for row in audit_rows(service.engine, Kind.PATIENT_READ)} == {
+        booked_ones[0][0], booked_ones[2][0]}  # the failed step's reads rolled back with it
 
 
 def action_request(engine: Engine, kind: str, patient_ref: str, appointment: dict[str, Any]) -> int:
