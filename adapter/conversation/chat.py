@@ -64,11 +64,17 @@ class ChatReplies:
                   message=text_message(text), language=used, purpose=purpose)
 
     def send(self, session: Session, *, natural_key: str, patient_ref: str, recipient: str, message: dict[str, Any],
-             language: str, purpose: str = "reply", due_at: datetime | None = None) -> None:
+             language: str, purpose: str = "reply", first: bool = False) -> None:
+        """Queues a chat message behind what the number is already waiting for: a message held back by
+        pacing keeps its place, so a later reply never overtakes it (the claim goes by due time, then
+        by id). ``first``: ahead of the replies of the same turn (the welcome, which explains them)."""
+        recipient_key = self.contacts.remember(session, patient_ref, recipient)
+        due = max(utcnow(), self.outbox.queue_tail(session, recipient_key) or utcnow())
         self.outbox.enqueue_message(
             session, natural_key=natural_key, rule_id=f"chat.{purpose}", resource_ref=patient_ref,
-            patient_ref=patient_ref, recipient=recipient, message=message, due_at=due_at or utcnow(),
-            purpose=purpose, fallback=self._fallback(language))
+            patient_ref=patient_ref, recipient=recipient, message=message,
+            due_at=due - timedelta(seconds=1) if first else due, purpose=purpose, fallback=self._fallback(language),
+            recipient_key=recipient_key)
 
     def menu(self, session: Session, *, natural_key: str, patient_ref: str, recipient: str, language: str) -> None:
         """The short menu for anything not understood: reach a person, or stop messages."""

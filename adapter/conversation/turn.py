@@ -10,7 +10,6 @@ its kind and the message id, carried out afterwards (:mod:`adapter.conversation.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -68,7 +67,7 @@ class Turn:
         # Before this message's own reply: the welcome explains what follows.
         self.replies.send(self.session, natural_key=f"welcome:{self.phone_index.hex()}",
                           patient_ref=self.patients[0], recipient=self.recipient, message=text_message(text),
-                          language=used, due_at=utcnow() - timedelta(seconds=1))
+                          language=used, first=True)
         self.conversation.welcomed_at = utcnow()
         self.session.add(self.conversation)
 
