@@ -191,7 +191,8 @@ async def test_created_handshaken_and_fed_exactly_once(feed_factory: Callable[..
     events = await _until(lambda: _inbox(feed.engine, booked), "the event in the inbox")
     assert [(e.kind, e.resource_type) for e in events] == [("resource", "Appointment")]
     assert events[0].dedupe_key.startswith(f"bp:{KEY}:{sub_id}:1:1:")
-    assert _feed_row(feed.engine).last_event_number == 1  # type: ignore[union-attr]
+    # The feed state is recorded after the items are stored, in a transaction of its own.
+    await _until(lambda: (row := _feed_row(feed.engine)) and row.last_event_number == 1, "the event number recorded")
 
     # The EHR delivers the same event again (a retry after a lost 200): nothing new is stored.
     again = _event_bundle(sub_id, 1, f"Appointment/{booked}")
@@ -216,8 +217,9 @@ async def test_a_jump_in_event_numbers_is_recovered_by_a_resync(
     await _until(lambda: feed.receiver.dropped, "the lost notification")
     seen = await _book(feed.fhir)
     await _until(lambda: _inbox(feed.engine, seen), "the next event")
-    row = _feed_row(feed.engine)
-    assert row is not None and row.gap_since is not None and (row.last_event_number, row.pending_numbers) == (0, "2")
+    # The feed state is recorded after the items are stored, in a transaction of its own.
+    row = await _until(lambda: (found := _feed_row(feed.engine)) and found.gap_since and found, "the gap recorded")
+    assert (row.last_event_number, row.pending_numbers) == (0, "2")
     assert _inbox(feed.engine, missed) == []
 
     await asyncio.sleep(0.4)  # the grace period
