@@ -10,7 +10,10 @@ deliver the resource as an update to the endpoint used as a base URL). Request h
 2. ``Content-Length`` over the cap → 413, and the streamed body is capped as it arrives (a
    chunked request cannot get around it).
 3. :func:`ehr.intake_parsing.parse_notification` turns the body into references or rejects the
-   whole request (400/415/422): nothing is stored unless everything is valid.
+   whole request (400/415/422): nothing is stored unless everything is valid. A reference whose id
+   or version is not a FHIR id (:func:`ehr.notifications.is_fhir_id`: the id grammar, and not ``.``
+   or ``..``) is refused with 400: it names no resource, so re-reading it could only fail, and the
+   pipeline would retry it as if the EHR were down.
 4. The references go to the :class:`~ehr.notifications.NotificationSink` (in a worker thread,
    sinks are synchronous database code); only after it returned is 200 sent. A failing sink → 503
    so the EHR retries (at-least-once in; the inbox dedupes).
@@ -33,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from ehr.backport_events import BackportStatus
 from ehr.hook_secrets import derive_secret, verify_header
 from ehr.intake_parsing import DEFAULT_SUPPORTED_TYPES, NotificationRejected, parse_with_status
-from ehr.notifications import IncomingNotification, NotificationSink
+from ehr.notifications import IncomingNotification, NotificationSink, is_fhir_id
 
 NOTIFY_PREFIX = "/ehr/notify"
 FHIR_JSON = "application/fhir+json"
@@ -92,6 +95,7 @@ def build_intake_router(
             parse = functools.partial(parse_with_status, body, key=key, url_type=url_type, url_id=url_id,
                                       supported_types=supported_types)
             items, status = await run_in_threadpool(parse) if len(body) > _PARSE_IN_THREAD_BYTES else parse()
+            _check_ids(items)
         except NotificationRejected as rejected:
             logger.info("EHR notification on %s rejected: HTTP %d %s", key, rejected.status, rejected.code)
             return outcome(rejected.status, rejected.code, rejected.text)
@@ -141,6 +145,14 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         if len(body) > limit:  # chunked transfer, or a Content-Length that lied
             raise NotificationRejected(413, "too-costly", f"Notification body over {limit} bytes.")
     return bytes(body)
+
+
+def _check_ids(items: list[IncomingNotification]) -> None:
+    for item in items:
+        if (item.resource_id is not None and not is_fhir_id(item.resource_id)) or (
+                item.version_id is not None and not is_fhir_id(item.version_id)):
+            raise NotificationRejected(400, "invalid", "A resource id or version is not a FHIR id "
+                                       "([A-Za-z0-9-.]{1,64}, not '.' or '..').")
 
 
 def _check_content_type(request: Request, body: bytes) -> None:

@@ -3,6 +3,11 @@ operator alerts, API credentials), for the ``admin`` role only, each audited as 
 
 Admins configure and operate; they never read audit content (that is ``/audit``, for auditors),
 so a compromised admin credential cannot mine the trail (minimum necessary, 45 CFR 164.502(b)).
+
+Bodies are read after the role check (:func:`adapter.http.json_body.json_body`); text that will be
+stored or logged is one line without control characters (PostgreSQL's text cannot hold NUL, and a
+newline would forge a log line). An id in a path that no row can have (beyond the 4-byte integer
+keys), or a credential name that no credential can have, is answered 404 without a query.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, record
+from adapter.http.json_body import ONE_LINE, json_body
 from adapter.ops.alerts import acknowledge, count_open
 from adapter.ops.tables import ServiceFlag
 from adapter.outbox.circuit_breaker import SENDING_PAUSED, pause_sending, resume_sending, sending_paused
@@ -27,9 +33,11 @@ from adapter.security.credentials import CredentialError, create_credential, rev
 from adapter.security.roles import Principal, Role
 from adapter.storage.db import transaction
 
+MAX_ROW_ID = 2**31 - 1  # row ids are 4-byte integer keys (PostgreSQL ``integer``)
+
 
 class PauseRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=300)
+    reason: str = Field(min_length=1, max_length=300, pattern=ONE_LINE)
 
 
 class CredentialRequest(BaseModel):
@@ -63,7 +71,8 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
         return JSONResponse(await asyncio.to_thread(status, engine))
 
     @router.post("/sending/pause")
-    async def post_pause(body: PauseRequest, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+    async def post_pause(request: Request, principal: Principal = Depends(admins),
+                         body: PauseRequest = Depends(json_body(PauseRequest))) -> JSONResponse:
         def run() -> bool:
             with transaction(engine) as session:
                 already = session.get(ServiceFlag, SENDING_PAUSED) is not None
@@ -83,15 +92,17 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
 
     @router.post("/alerts/{alert_id}/ack")
     async def post_ack(alert_id: int, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
-        count = await asyncio.to_thread(acknowledge, engine, alert_id)
+        # Checked here, not in the database: PostgreSQL refuses to compare an integer key with a larger
+        # number, and SQLite cannot bind one beyond 64 bits.
+        count = await asyncio.to_thread(acknowledge, engine, alert_id) if 1 <= alert_id <= MAX_ROW_ID else 0
         if not count:
             raise HTTPException(404, "no open alert with this id")
         await asyncio.to_thread(audit, principal, request, Action.UPDATE, "alert-ack", f"alert/{alert_id}")
         return JSONResponse({"acknowledged": count})
 
     @router.post("/credentials", status_code=201)
-    async def post_credential(body: CredentialRequest, request: Request,
-                              principal: Principal = Depends(admins)) -> JSONResponse:
+    async def post_credential(request: Request, principal: Principal = Depends(admins),
+                              body: CredentialRequest = Depends(json_body(CredentialRequest))) -> JSONResponse:
         try:  # create_credential audits the creation itself
             key = await asyncio.to_thread(create_credential, engine, body.name, body.role, principal.agent,
                                           source_of(request))
@@ -102,6 +113,8 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
 
     @router.delete("/credentials/{name}")
     async def delete_credential(name: str, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+        if not name.isprintable() or len(name) > 100:  # no credential has such a name (create_credential)
+            raise HTTPException(404, "no active credential with this name")
         try:
             await asyncio.to_thread(revoke_credential, engine, name, principal.agent, source_of(request))
         except CredentialError as error:

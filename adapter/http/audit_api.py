@@ -5,6 +5,14 @@ Every query, export and resolve is itself audited (``audit-access`` / ``resolve`
 transaction as its read, so the audit trail cannot be read without leaving a trace (45 CFR
 164.312(b)). The query's parameters go into the audit detail, with dates compacted so the PHI guard
 of :func:`adapter.audit.trail.record` does not mistake them for phone numbers.
+
+``POST /auth/login`` takes the key as ``Authorization: Bearer <key>`` or a JSON body ``{"key": …}``.
+Failed logins are throttled per client address (429 with ``Retry-After``;
+:mod:`adapter.security.login_throttle`). A body that cannot be a login request — not JSON, nested
+deeper than the parser follows, a key that is not an ASCII string (a lone surrogate, say) — is
+answered 400 before any key is looked up; one over 16 KiB 413 (:mod:`adapter.http.json_body`); a
+database that cannot be reached 503 with ``Retry-After``. The resolve's body is read after the role
+check, its reason one line without control characters; a query parameter holding NUL is a 400.
 """
 
 from __future__ import annotations
@@ -20,18 +28,22 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from adapter.audit.balp import to_audit_event, to_bundle
 from adapter.audit.csv_export import build_export
 from adapter.audit.search import AuditQuery, AuditQueryError, parse_query, search_audit
 from adapter.audit.signing import AuditSigner
 from adapter.audit.trail import _PHONE_LIKE, Action, AuditEntry, Kind, Outcome, record
+from adapter.http.json_body import ONE_LINE, BodyError, json_body, load_json, read_capped
 from adapter.security.access import AccessControl, bearer, source_of
-from adapter.security.credentials import AuthenticationError, LoginResult, login, logout
+from adapter.security.credentials import AuthenticationError, LoginResult, LoginThrottled, login, logout
+from adapter.security.login_throttle import LoginThrottle
 from adapter.security.roles import AUDIT_READERS, Principal, Role
 from adapter.storage.db import transaction
 
 MANIFEST_HEADER = "X-Audit-Manifest"  # base64url of the manifest JSON (the CSV and its proof in one response)
+RETRY_AFTER_SECONDS = "5"
 
 
 class PatientDirectory(Protocol):
@@ -58,7 +70,7 @@ class FhirPatientDirectory:
 
 class ResolveRequest(BaseModel):
     patient: str = Field(min_length=3, max_length=200, pattern=r"^Patient/[A-Za-z0-9\-.]{1,64}$")
-    reason: str = Field(min_length=1, max_length=300)
+    reason: str = Field(min_length=1, max_length=300, pattern=ONE_LINE)
 
 
 def outcome_400(message: str) -> JSONResponse:
@@ -80,6 +92,32 @@ def query_detail(pairs: Sequence[tuple[str, str]]) -> dict[str, str | int]:
     return detail
 
 
+async def login_key(request: Request) -> str | None:
+    """The key a login request carries (``Authorization: Bearer``, else a JSON body's ``key``), or None;
+    raises :class:`~adapter.http.json_body.BodyError` for a body that is too large (413) or cannot be
+    a login request (400)."""
+    key = bearer(request)
+    if key is not None or not request.headers.get("content-type", "").startswith("application/json"):
+        return key
+    raw = await read_capped(request)
+    if not raw.strip():
+        return None
+    document = load_json(raw)
+    value = document.get("key") if isinstance(document, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BodyError(400, "the key must be a string")
+    if not value.isascii():  # keys are URL-safe base64; this also refuses a lone surrogate ("\ud800")
+        raise BodyError(400, "the key is not an API key (keys are ASCII)")
+    return value
+
+
+def nul_in(pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether a query parameter holds NUL, which no stored value has (PostgreSQL text cannot hold it)."""
+    return any("\x00" in name or "\x00" in value for name, value in pairs)
+
+
 def _page_url(request: Request, query: AuditQuery, offset: int) -> str:
     pairs = [(k, v) for k, v in query.pairs if k not in ("_offset", "_count")]
     pairs += [("_count", str(query.count)), ("_offset", str(offset))]
@@ -87,28 +125,33 @@ def _page_url(request: Request, query: AuditQuery, offset: int) -> str:
 
 
 def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, signer: AuditSigner | None = None,
-                       directory: PatientDirectory | None = None) -> APIRouter:
+                       directory: PatientDirectory | None = None, throttle: LoginThrottle | None = None) -> APIRouter:
     """``observer`` names this service in ``AuditEvent.source.observer``; without ``signer`` the CSV
-    export answers 503, without ``directory`` the resolve does."""
+    export answers 503, without ``directory`` the resolve does. ``throttle``: the failed-login throttle
+    (default: one per router, i.e. per process)."""
     router = APIRouter()
+    throttle = throttle or LoginThrottle()
     readers = access.require(*AUDIT_READERS)
     auditors = access.require(Role.AUDITOR)
     officers = access.require(Role.PRIVACY_OFFICER)
 
     @router.post("/auth/login")
     async def post_login(request: Request) -> JSONResponse:
-        key = bearer(request)
-        if key is None and request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                body = await request.json()
-            except ValueError:  # not JSON: no key given
-                body = None
-            key = body.get("key") if isinstance(body, dict) and isinstance(body.get("key"), str) else None
+        try:
+            key = await login_key(request)
+        except BodyError as error:
+            return JSONResponse({"detail": str(error)}, status_code=error.status)
         try:
             result: LoginResult = await asyncio.to_thread(
-                login, engine, key or "", source_of(request), minutes=access.session_minutes)
+                login, engine, key or "", source_of(request), minutes=access.session_minutes, throttle=throttle)
+        except LoginThrottled as throttled:
+            return JSONResponse({"detail": "too many failed logins from this address; retry later"},
+                                status_code=429, headers={"Retry-After": str(throttled.retry_after)})
         except AuthenticationError:
             raise HTTPException(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"}) from None
+        except OperationalError:  # the database cannot be reached: nothing was decided
+            return JSONResponse({"detail": "temporarily unable to log in; retry later"}, status_code=503,
+                                headers={"Retry-After": RETRY_AFTER_SECONDS})
         return JSONResponse({"token": result.token, "role": result.role.value,
                              "expires_at": result.expires_at.isoformat()}, headers={"Cache-Control": "no-store"})
 
@@ -127,6 +170,8 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
     @router.get("/audit/AuditEvent")
     async def get_audit_events(request: Request, principal: Principal = Depends(readers)) -> Response:
         pairs = request.query_params.multi_items()
+        if nul_in(pairs):
+            return outcome_400("a query parameter holds NUL")
         try:
             query = parse_query(pairs)
         except AuditQueryError as error:
@@ -152,6 +197,8 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
         if signer is None:
             raise HTTPException(503, "no audit signing key is configured (audit_signing_key_file)")
         pairs = request.query_params.multi_items()
+        if nul_in(pairs):
+            return outcome_400("a query parameter holds NUL")
         try:
             query = parse_query(pairs)
         except AuditQueryError as error:
@@ -170,8 +217,8 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
             "Cache-Control": "no-store"})
 
     @router.post("/audit/resolve")
-    async def post_resolve(body: ResolveRequest, request: Request,
-                           principal: Principal = Depends(officers)) -> JSONResponse:
+    async def post_resolve(request: Request, principal: Principal = Depends(officers),
+                           body: ResolveRequest = Depends(json_body(ResolveRequest))) -> JSONResponse:
         reason = body.reason.strip()
         if not reason:
             raise HTTPException(422, "a reason is required")

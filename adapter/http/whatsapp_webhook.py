@@ -8,32 +8,46 @@
   200 (:mod:`adapter.conversation.webhook_store`); the pipeline applies them afterwards
   (:mod:`adapter.outbox.statuses`, :mod:`adapter.conversation.inbound`).
   Template status changes update the template states at once (:mod:`adapter.outbox.templates`).
+- Signed is not the same as well-formed (a leaked secret, or a bug at Meta): the parser
+  (:mod:`whatsapp.webhook`) returns only storable values — text without lone surrogates or NUL,
+  bounded ids, timestamps within the 4-byte columns — and skips an unreadable item with a log line,
+  so one bad item does not sink the good ones of its webhook (Meta retries every answer but 200,
+  so a refused body would come back forever). Here, callback data that claims to name an outbox row
+  (``outbox:<id>``) but names no id an outbox row can have is dropped before storing, so that status
+  is matched by its message id alone. A body that is not a webhook at all (not JSON, nested too deeply,
+  no item readable) is answered 400; one over 1 MiB, 413.
 - Group commit (:mod:`adapter.http.group_commit`): webhooks that arrive together are stored in one
   transaction and each is answered 200 only after that commit. If the shared write fails, each
-  webhook of the group is stored alone, so a bad one fails only itself (with the same 500 as
-  before group commit); a database that cannot be reached fails them all at once, also with 500.
+  webhook of the group is stored alone, so a bad one fails only itself. A webhook that could not be
+  stored — the database unreachable, or that webhook's own write failing — is answered 503 with
+  ``Retry-After``, like the EHR intake (:mod:`ehr.intake`): nothing is acknowledged that was not
+  stored, and Meta sends it again.
 - A POST without a signature, or with one that matches no secret, is audited as a security alert
   (DICOM 110113 on export; outcome 8, agent ``meta`` as claimed, source = the client's address,
-  reason ``signature-missing`` / ``signature-mismatch``) in its own small transaction. Neither the
-  body nor the signature is stored: they are the attacker's input, and may carry anything.
+  reason ``signature-missing`` / ``signature-mismatch``) in its own small transaction; the refusal
+  stands if that audit cannot be written. Neither the body nor the signature is stored: they are the
+  attacker's input, and may carry anything.
 
 The POST route is a plain Starlette endpoint: no dependency resolution or response model per request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import logging
 from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.conversation.webhook_store import record_template_events, store_batch, store_batches
 from adapter.http.group_commit import GroupCommit
+from adapter.outbox.encoding import CALLBACK_PREFIX, outbox_id_from_callback
 from adapter.recipients.contacts import ContactBook
 from adapter.storage.db import transaction
 from whatsapp.signature import verify
@@ -41,14 +55,44 @@ from whatsapp.webhook import WebhookBatch, WebhookPayloadError, parse_webhook
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
 OK = b'{"status":"ok"}'
+RETRY_AFTER_SECONDS = "5"
+
+log = logging.getLogger(__name__)
 
 
 def record_forged_webhook(engine: Engine, source: str | None, reason: str) -> None:
-    """Audits a refused webhook: there is no other transaction to join, so it has its own."""
-    with transaction(engine) as session:
-        record(session, AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
-                                   agent="meta", source=source, entity_ref="endpoint/whatsapp-webhook",
-                                   detail={"reason": reason}))
+    """Audits a refused webhook: there is no other transaction to join, so it has its own. The
+    refusal stands whether or not it could be recorded (the database may be down)."""
+    try:
+        with transaction(engine) as session:
+            record(session, AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE,
+                                       outcome=Outcome.SERIOUS_FAILURE, agent="meta", source=source,
+                                       entity_ref="endpoint/whatsapp-webhook", detail={"reason": reason}))
+    except SQLAlchemyError as error:
+        log.warning("refused WhatsApp webhook (%s) could not be audited: %s", reason, type(error).__name__)
+
+
+def names_an_outbox_row(callback: str | None) -> bool:
+    """False for callback data in our ``outbox:<id>`` form whose id no outbox row can have (not ASCII
+    digits, or beyond :data:`adapter.outbox.encoding.MAX_OUTBOX_ID`); True otherwise (ours and
+    possible, or not ours at all)."""
+    if callback is None or not callback.startswith(CALLBACK_PREFIX):
+        return True
+    return outbox_id_from_callback(callback) is not None
+
+
+def without_impossible_callbacks(batch: WebhookBatch) -> WebhookBatch:
+    """``batch`` with callback data that names no possible outbox row dropped (that status is then
+    matched by its message id alone), so no lookup of such an id reaches the database."""
+    if all(names_an_outbox_row(status.biz_opaque_callback_data) for status in batch.statuses):
+        return batch
+    statuses = []
+    for status in batch.statuses:
+        if not names_an_outbox_row(status.biz_opaque_callback_data):
+            log.warning("webhook status callback data names no possible outbox row; ignored as unknown")
+            status = dataclasses.replace(status, biz_opaque_callback_data=None)
+        statuses.append(status)
+    return dataclasses.replace(batch, statuses=statuses)
 
 
 def store_group(engine: Engine, contacts: ContactBook) -> Callable[[Sequence[WebhookBatch]], list[int | Exception]]:
@@ -121,10 +165,19 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
             await run_in_threadpool(record_forged_webhook, engine, source, "signature-mismatch")
             return JSONResponse({"error": "signature mismatch"}, status_code=403)
         try:
-            batch = parse_webhook(raw)
-        except WebhookPayloadError:
-            return JSONResponse({"error": "not a WhatsApp webhook payload"}, status_code=400)
-        if await writer.submit(batch) and on_stored is not None:
+            batch = without_impossible_callbacks(parse_webhook(raw))
+        except WebhookPayloadError as error:  # its message says where, never what the body held
+            return JSONResponse({"error": f"not a WhatsApp webhook payload: {error}"}, status_code=400)
+        try:
+            stored = await writer.submit(batch)
+        except Exception as error:
+            # Not stored, so not acknowledged: Meta sends it again. SQL errors quote the statement's
+            # parameters, so only their class is logged; anything else is a bug and gets its traceback.
+            log.error("WhatsApp webhook not stored, answered 503: %s", type(error).__name__,
+                      exc_info=not isinstance(error, SQLAlchemyError))
+            return JSONResponse({"error": "the webhook could not be stored now; retry later"}, status_code=503,
+                                headers={"Retry-After": RETRY_AFTER_SECONDS})
+        if stored and on_stored is not None:
             on_stored()
         return Response(OK, media_type="application/json")
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 CALLBACK_PREFIX = "outbox:"
+MAX_OUTBOX_ID = 2**31 - 1  # 4-byte integer keys: a larger number names no row (PostgreSQL refuses the lookup)
 
 
 def recipient_context(natural_key: str) -> str:
@@ -22,8 +23,10 @@ def callback_data(outbox_id: int) -> str:
 
 
 def outbox_id_from_callback(data: str | None) -> int | None:
-    if data and data.startswith(CALLBACK_PREFIX) and data[len(CALLBACK_PREFIX):].isdigit():
-        return int(data[len(CALLBACK_PREFIX):])
+    """The outbox id our callback data names; None for another form or an id no row can have."""
+    digits = data[len(CALLBACK_PREFIX):] if data and data.startswith(CALLBACK_PREFIX) else ""
+    if digits.isascii() and digits.isdigit() and int(digits) <= MAX_OUTBOX_ID:  # isdigit alone takes "²"
+        return int(digits)
     return None
 
 

@@ -6,7 +6,9 @@ that lasts ``api_session_minutes``. The database keeps only SHA-256 of either. A
 is right here, unlike for passwords: a password hash must be slow and salted because passwords are
 guessable, but a uniformly random 256-bit secret cannot be guessed or found in a table, so SHA-256
 is already preimage-resistant beyond any brute force, and a fast hash lets every request be checked
-by an indexed equality lookup. Every login, failed login and logout is audited.
+by an indexed equality lookup. Every login and logout is audited; failed logins are throttled per
+client address and audited in bounded form (:mod:`adapter.security.login_throttle`): the first in
+full, then one summary entry per throttle window.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
+from adapter.security.login_throttle import FailureVerdict, LoginThrottle, Summary
 from adapter.security.roles import Principal, Role
 from adapter.security.tables import ApiCredential, ApiSession
 from adapter.storage.db import transaction, utcnow
@@ -37,6 +40,14 @@ class AuthenticationError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(f"authentication failed: {reason}")
         self.reason = reason
+
+
+class LoginThrottled(AuthenticationError):
+    """Too many failed logins from this address: try again in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("throttled")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -96,9 +107,20 @@ def list_credentials(engine: Engine) -> list[ApiCredential]:
         return list(session.exec(select(ApiCredential).order_by(col(ApiCredential.name))))
 
 
-def login(engine: Engine, secret: str, source: str | None, *, minutes: int) -> LoginResult:
-    """Exchanges an API key for a session token. A failure is audited as a failed login plus a
-    security alert, committed even though the caller gets :class:`AuthenticationError`."""
+def login(engine: Engine, secret: str, source: str | None, *, minutes: int,
+          throttle: LoginThrottle | None = None) -> LoginResult:
+    """Exchanges an API key for a session token. A failure raises :class:`AuthenticationError` after
+    its audit entries are committed: a failed login plus a security alert — for every failure without
+    a ``throttle``, else for the address's first, then the throttle's summaries. While ``source`` is
+    blocked, or when this failure blocks it, :class:`LoginThrottled` (the key is then not looked up)."""
+    if throttle is not None:
+        wait, due = throttle.refuse(source)
+        if due:
+            with transaction(engine) as session:
+                record(session, *map(summary_entry, due))
+        if wait is not None:
+            raise LoginThrottled(wait)
+    verdict: FailureVerdict | None = None
     with transaction(engine) as session:
         # Looked up by the key's SHA-256: an index comparison's timing can only reveal a prefix of a
         # hash, which says nothing usable about any key (the same holds for session tokens).
@@ -106,11 +128,16 @@ def login(engine: Engine, secret: str, source: str | None, *, minutes: int) -> L
             col(ApiCredential.secret_hash) == digest(secret))).first() if secret else None
         reason = "unknown" if credential is None else "revoked" if credential.revoked_at is not None else None
         if credential is None or reason is not None:
-            record(session,
-                   AuditEntry(Kind.LOGIN, Action.EXECUTE, Outcome.MINOR_FAILURE, agent="unknown", source=source,
-                              detail={"op": "login", "reason": reason}),
-                   AuditEntry(Kind.SECURITY_ALERT, Action.EXECUTE, Outcome.MINOR_FAILURE, agent="unknown",
-                              source=source, detail={"op": "login", "reason": reason}))
+            verdict = throttle.failed(source) if throttle is not None else None
+            entries = [summary_entry(summary) for summary in verdict.summaries] if verdict else []
+            if verdict is None or verdict.audit_in_full:
+                entries[:0] = [
+                    AuditEntry(Kind.LOGIN, Action.EXECUTE, Outcome.MINOR_FAILURE, agent="unknown", source=source,
+                               detail={"op": "login", "reason": reason}),
+                    AuditEntry(Kind.SECURITY_ALERT, Action.EXECUTE, Outcome.MINOR_FAILURE, agent="unknown",
+                               source=source, detail={"op": "login", "reason": reason})]
+            if entries:
+                record(session, *entries)
         else:
             token = secrets.token_urlsafe(32)
             now = utcnow()
@@ -118,10 +145,25 @@ def login(engine: Engine, secret: str, source: str | None, *, minutes: int) -> L
             assert credential.id is not None
             session.add(ApiSession(token_hash=digest(token), credential_id=credential.id, role=credential.role,
                                    created_at=now, expires_at=expires))
-            record(session, AuditEntry(Kind.LOGIN, Action.EXECUTE, agent=f"user:{credential.name}",
-                                       agent_role=credential.role, source=source, detail={"op": "login"}))
+            summaries = throttle.succeeded(source) if throttle is not None else ()
+            record(session, *map(summary_entry, summaries),  # what happened before, first
+                   AuditEntry(Kind.LOGIN, Action.EXECUTE, agent=f"user:{credential.name}",
+                              agent_role=credential.role, source=source, detail={"op": "login"}))
             return LoginResult(token, Role(credential.role), expires)
+    if verdict is not None and verdict.retry_after is not None:
+        raise LoginThrottled(verdict.retry_after)
     raise AuthenticationError(reason or "unknown")
+
+
+def summary_entry(summary: Summary) -> AuditEntry:
+    """A security alert counting the failed logins of one address that were not audited one by one:
+    ``reason`` ``throttled`` when it opens a block (``blocked_seconds``), else ``repeated``."""
+    detail: dict[str, str | int] = {"op": "login", "reason": "throttled" if summary.blocked_seconds else "repeated",
+                                    "failures": summary.failures, "refused": summary.refused}
+    if summary.blocked_seconds:
+        detail["blocked_seconds"] = summary.blocked_seconds
+    return AuditEntry(Kind.SECURITY_ALERT, Action.EXECUTE, Outcome.MINOR_FAILURE, agent="unknown",
+                      source=summary.client, detail=detail)
 
 
 def authenticate(engine: Engine, token: str) -> Principal:

@@ -1,7 +1,9 @@
 """Group commit of WhatsApp webhooks, over real loopback HTTP against the real app (``create_app``,
 lifespan on), on SQLite and PostgreSQL: concurrent signed webhooks share transactions, each is
-answered 200 only after its commit and stored once, and a bad webhook in a shared group fails
-alone (with the 500 it got before group commit) while the others of its group are stored.
+answered 200 only after its commit and stored once, and a webhook whose write fails in a shared
+group fails alone (503 with ``Retry-After``, so Meta sends it again) while the others of its group
+are stored. A webhook the parser accepts always fits the tables, so the failing write is made by a
+trigger that refuses one marked message id: a real database error, on both databases.
 
 Commits are counted with SQLAlchemy events (``before_cursor_execute`` marks a connection that
 inserted webhook items; ``commit`` / ``rollback`` count it): a count of transactions, not a timing.
@@ -33,13 +35,14 @@ from tests.support.stores import contact_book
 from whatsapp.signature import HEADER, sign
 
 REQUESTS = 50
-BAD_EVERY = 10  # requests 0, 10, 20, … carry a timestamp no database column holds
+BAD_EVERY = 10  # requests 0, 10, 20, … carry a message id the database refuses (refuse_marked)
 WEBHOOK_TABLES = ("INSERT INTO wa_status", "INSERT INTO wa_inbound")
+REFUSED_MARK = "REFUSED"
 
 
-def status_body(n: int, timestamp: int) -> bytes:
-    item = {"id": f"wamid.GROUP{n:03d}", "status": "delivered", "timestamp": str(timestamp),
-            "recipient_id": "12015550100"}
+def status_body(n: int, timestamp: int, refused: bool = False) -> bytes:
+    item = {"id": f"wamid.GROUP{n:03d}{REFUSED_MARK if refused else ''}", "status": "delivered",
+            "timestamp": str(timestamp), "recipient_id": "12015550100"}
     body = {"object": "whatsapp_business_account", "entry": [{"id": "200000000000002", "changes": [{
         "field": "messages", "value": {"messaging_product": "whatsapp",
                                        "metadata": {"display_phone_number": "15550100", "phone_number_id": "1"},
@@ -72,6 +75,22 @@ class WebhookTransactions:
                 self.rollbacks += 1
 
 
+def refuse_marked(engine: Engine) -> None:
+    """A trigger that makes the insert of a status whose message id carries ``REFUSED_MARK`` fail."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(
+                "CREATE FUNCTION refuse_marked() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.wamid LIKE '%{REFUSED_MARK}%' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            connection.execute(text("CREATE TRIGGER refuse_marked BEFORE INSERT ON wa_status FOR EACH ROW "
+                                    "EXECUTE FUNCTION refuse_marked()"))
+        else:
+            connection.execute(text(
+                f"CREATE TRIGGER refuse_marked BEFORE INSERT ON wa_status WHEN NEW.wamid LIKE '%{REFUSED_MARK}%' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"))
+
+
 @contextmanager
 def writes_held(engine: Engine) -> Iterator[None]:
     """Holds off every webhook write (a lock the inserts wait for) until the block ends, so the
@@ -102,10 +121,11 @@ def test_concurrent_webhooks_share_commits_and_a_bad_one_fails_alone(database_ur
     app = create_app(settings)
     engine = app.state.service.engine
     good = [status_body(n, 1_700_000_000 + n) for n in range(REQUESTS)]
-    # Then a mixed burst: every tenth webhook carries a timestamp no database column holds.
+    # Then a mixed burst: every tenth webhook carries a message id the database refuses.
     bad = {n for n in range(REQUESTS, 2 * REQUESTS) if n % BAD_EVERY == 0}
-    mixed = [status_body(n, 10**20 if n in bad else 1_700_000_000 + n) for n in range(REQUESTS, 2 * REQUESTS)]
+    mixed = [status_body(n, 1_700_000_000 + n, refused=n in bad) for n in range(REQUESTS, 2 * REQUESTS)]
     with serve_in_thread(app, lifespan="on") as root:
+        refuse_marked(engine)  # after the lifespan's migrations
         url = f"{root}/whatsapp/webhook"
         counted = WebhookTransactions(engine)
         answers = burst(engine, url, good, secret)
@@ -115,8 +135,8 @@ def test_concurrent_webhooks_share_commits_and_a_bad_one_fails_alone(database_ur
 
     assert answers == [200] * REQUESTS
     assert shared[0] < REQUESTS and shared[1] == 0  # the requests shared commits
-    expected = [500 if n in bad else 200 for n in range(REQUESTS, 2 * REQUESTS)]
-    assert mixed_answers == expected  # the bad ones got the 500 they got with a commit each; the others 200
+    expected = [503 if n in bad else 200 for n in range(REQUESTS, 2 * REQUESTS)]
+    assert mixed_answers == expected  # the refused ones got 503 (Meta retries them); the others 200
     # A shared group holding a bad webhook was rolled back, then its webhooks were written one by one.
     assert counted.rollbacks - shared[1] > len(bad)
     assert repeat == [200, 200]
@@ -140,8 +160,10 @@ def burst(engine: Engine, url: str, bodies: list[bytes], secret: bytes) -> list[
     return answers
 
 
-def test_an_unreachable_database_answers_500_as_before() -> None:
-    """Nothing is acknowledged that was not stored: Meta keeps the webhooks and retries them."""
+def test_an_unreachable_database_answers_503_with_retry_after() -> None:
+    """Nothing is acknowledged that was not stored: Meta keeps the webhooks and retries them (503 with
+    ``Retry-After``, as the EHR intake answers; tests/integration/test_hostile_input_webhook.py has both
+    databases)."""
     engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:9/nowhere")  # nothing listens on port 9
     secret = b"synthetic-app-secret"
     app = FastAPI()
@@ -149,4 +171,4 @@ def test_an_unreachable_database_answers_500_as_before() -> None:
     with serve_in_thread(app, lifespan="on") as root:
         answers = asyncio.run(post_all(f"{root}/whatsapp/webhook", [status_body(n, 1) for n in range(5)], secret))
     engine.dispose()
-    assert answers == [500] * 5
+    assert answers == [503] * 5

@@ -11,6 +11,9 @@ System messages ("System messages webhook reference", ``type: "system"``, no ``c
 older spelling ``customer_changed_number`` is normalised to ``user_changed_number``, and its
 ``system.customer`` stands in for a missing ``from``) or ``user_changed_user_id`` (new BSUID in
 ``system.user_id``; no phone number). ``system.body`` quotes the profile name and numbers, so it is not kept.
+
+Text is read as storable Unicode (a lone surrogate or NUL in a body becomes U+FFFD) and the timestamp
+is bounded, by the readers of :mod:`whatsapp.webhook.fields`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from whatsapp.webhook.fields import (
 )
 
 _SYSTEM_TYPE_ALIASES = {"customer_changed_number": "user_changed_number"}
+MAX_TYPE_CHARS = 32  # Meta's longest message type is 15 characters (request_welcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +59,12 @@ class InboundMessage:
     new_user_id: str | None = None
 
 
-def read_message(item: Any, where: str, phone_number_id: str | None, contacts: list[Contact]) -> InboundMessage:
+def read_message(item: Any, where: str, phone_number_id: str | None, contacts: list[Contact],
+                 received_at: int) -> InboundMessage:
+    """``received_at`` (Unix seconds) stands in for a timestamp out of range."""
     if not isinstance(item, dict):
         raise WebhookPayloadError(f"{where} is not an object")
-    kind = req_str(item, "type", where)
+    kind = req_str(item, "type", where, MAX_TYPE_CHARS)
     text = button_payload = button_text = reply_id = reply_title = interactive_type = None
     system_type = new_wa_id = new_user_id = None
     from_id = opt_str(item.get("from")) or None
@@ -90,7 +96,7 @@ def read_message(item: Any, where: str, phone_number_id: str | None, contacts: l
     return InboundMessage(
         message_id=req_str(item, "id", where),
         from_id=from_id,
-        timestamp=read_timestamp(item.get("timestamp"), where),
+        timestamp=read_timestamp(item.get("timestamp"), where, received_at),
         type=kind,
         phone_number_id=phone_number_id,
         text=text,

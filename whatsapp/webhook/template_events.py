@@ -10,6 +10,9 @@ UNKNOWN) → :class:`TemplateQualityEvent`, kept apart from review events: a YEL
 Meta pauses a template, but it is not a review status (a consumer may store a review ``event`` as the
 template's state, never a score). A quality body sent under the status field (as an older version of
 Meta's example shows) is read as a quality update. Both carry the WABA id and ``time`` of their entry.
+
+A review event whose template name is over Meta's 512 characters, language code over 16 or template id
+over 64 names no template we could have, and is refused like one without an ``event``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from whatsapp.webhook.fields import WebhookPayloadError, int_or_none, opt_str
+from whatsapp.webhook.fields import WebhookPayloadError, clean_text, int32_or_none, opt_str
 
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
 TEMPLATE_QUALITY_FIELD = "message_template_quality_update"
+_MAX_CHARS = {"message_template_name": 512, "message_template_language": 16, "message_template_id": 64}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +64,15 @@ def read_template_status(value: dict[str, Any], where: str, entry: dict[str, Any
     event = value.get("event")
     if not isinstance(event, str) or not event:
         raise WebhookPayloadError(f"{where}.event is missing")
+    for key, limit in _MAX_CHARS.items():
+        if len(opt_str(value.get(key)) or "") > limit:
+            raise WebhookPayloadError(f"{where}.{key} is longer than {limit} characters")
     other_info = value.get("other_info")
     return TemplateStatusEvent(
         template_id=opt_str(value.get("message_template_id")),
         name=opt_str(value.get("message_template_name")),
         language=opt_str(value.get("message_template_language")),
-        event=event.upper(),
+        event=clean_text(event).upper(),
         reason=opt_str(value.get("reason")),
         category=opt_str(value.get("message_template_category")),
         title=opt_str(other_info.get("title")) if isinstance(other_info, dict) else None,
@@ -83,7 +90,7 @@ def read_template_quality(value: dict[str, Any], where: str, entry: dict[str, An
         template_id=opt_str(value.get("message_template_id")),
         name=opt_str(value.get("message_template_name")),
         language=opt_str(value.get("message_template_language")),
-        new_score=score.upper(),
+        new_score=clean_text(score).upper(),
         previous_score=str(previous).upper() if previous is not None else None,
         waba_id=opt_str(entry.get("id")),
         entry_time=_entry_time(entry),
@@ -92,4 +99,4 @@ def read_template_quality(value: dict[str, Any], where: str, entry: dict[str, An
 
 def _entry_time(entry: dict[str, Any]) -> int | None:
     value = entry.get("time")
-    return None if isinstance(value, bool) else int_or_none(value)
+    return int32_or_none(value)
