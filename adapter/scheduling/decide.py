@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import tuple_
@@ -39,14 +40,32 @@ from adapter.scheduling.reminders import ReminderPlanner, appointment_start, pol
 from adapter.scheduling.survey import queue_survey
 from adapter.settings import Settings
 from adapter.storage.db import transaction, utcnow
-from ehr.patient import mobile_number, patient_reference, preferred_language
-from mappings.phi_guard import PhiLeakError, check, identifying_strings
+from ehr.patient import ContactResult, mobile_number, patient_reference, preferred_language
+from mappings.phi_guard import IdentifyingStrings, PhiLeakError, check, identifying_strings
 from mappings.render import RenderContext, RenderError, render
 from mappings.rules import Rule, RuleSet
 from portal_links.store import LinkStore
 from whatsapp.catalogue import TemplateCatalogue
 
 log = logging.getLogger(__name__)
+
+
+class _Subject:
+    """What every message about one version shares, worked out once for its confirmation and its
+    reminders: the patient's mobile number and its index, and the strings the PHI guard looks for."""
+
+    def __init__(self, item: DecideItem, region: str) -> None:
+        self.item = item
+        self.region = region
+        self.recipient_key: bytes | None = None
+
+    @cached_property
+    def contact(self) -> ContactResult:
+        return mobile_number(self.item.patient or {}, self.region)
+
+    @cached_property
+    def identifying(self) -> IdentifyingStrings:
+        return identifying_strings(self.item.resource, self.item.patient, self.item.related)
 
 
 class Decider:
@@ -93,27 +112,28 @@ class Decider:
         """Applies a batch of versions in one transaction, in order: outbox rows, skips, resource
         state, audit entries, and the inbox events (``done_events`` too: events that led to nothing)
         marked done. A second version of one resource in the batch sees the first's state."""
+        subjects = [_Subject(item, self.config.default_phone_region) for item in items]
         with transaction(self.engine) as session:
-            facts = DecideFacts.load(session, self._wanted(items), self.consent,
+            facts = DecideFacts.load(session, self._wanted(subjects), self.consent,
                                      self.outbox.contacts.index.phone_candidates)
             facts.done_events.extend(done_events)
-            decisions = [self._decide(session, facts, item) for item in items]
+            decisions = [self._decide(session, facts, subject) for subject in subjects]
             inserted = facts.write(session)
         for decision in decisions:  # a key another instance queued first is not this batch's
             decision.queued = [key for key in decision.queued if key in inserted]
         return decisions
 
-    def _wanted(self, items: Sequence[DecideItem]) -> Wanted:
+    def _wanted(self, subjects: Sequence[_Subject]) -> Wanted:
         """Every row the batch may read, from the resources alone (before the transaction)."""
         wanted = Wanted()
-        for item in items:
-            resource = item.resource
+        for subject in subjects:
+            item, resource = subject.item, subject.item.resource
             wanted.states.add(state_key(resource))
             patient_ref = patient_reference(resource)
             if patient_ref is not None:
                 wanted.patients.add(patient_ref)
             if item.patient is not None:
-                number = mobile_number(item.patient, self.config.default_phone_region).e164
+                number = subject.contact.e164
                 wanted.numbers.update([number] if number else [])
             for rule in self.rules.for_resource(str(resource.get("resourceType"))):
                 wanted.keys.add(self._natural_key(rule, resource))
@@ -127,7 +147,8 @@ class Decider:
                                        for offset in rule.reminder_offsets)
         return wanted
 
-    def _decide(self, session: Session, facts: DecideFacts, item: DecideItem) -> Decision:
+    def _decide(self, session: Session, facts: DecideFacts, subject: _Subject) -> Decision:
+        item = subject.item
         resource, patient = item.resource, item.patient
         ref, version, key = resource_ref(resource), version_of(resource), state_key(resource)
         patient_ref = patient_reference(resource)
@@ -146,8 +167,8 @@ class Decider:
         # read the Patient only when a rule fired (adapter.pipeline).
         facts.audit.extend(decide_reads(resource, patient, patient_ref, bool(rules)))
         for rule in rules:
-            self._apply_rule(session, facts, rule, item, decision)
-        self._plan_reminders(session, facts, item, decision)
+            self._apply_rule(session, facts, rule, subject, decision)
+        self._plan_reminders(session, facts, subject, decision)
         if (self.surveys and resource.get("resourceType") == "Appointment"
                 and resource.get("status") == "fulfilled" and previous != "fulfilled"):
             facts.write_contacts(session)  # the survey finds the patient's number on file
@@ -164,16 +185,16 @@ class Decider:
         facts.states[key] = state
         return decision
 
-    def _plan_reminders(self, session: Session, facts: DecideFacts, item: DecideItem, decision: Decision) -> None:
+    def _plan_reminders(self, session: Session, facts: DecideFacts, subject: _Subject, decision: Decision) -> None:
         """Keeps the Appointment's reminder rows equal to this version (:mod:`adapter.scheduling.reminders`)."""
-        resource = item.resource
+        item, resource = subject.item, subject.item.resource
         if self.reminders is None or resource.get("resourceType") != "Appointment":
             return
 
         def enqueue(session: Session, reminder: Rule, key: str, due_at: datetime) -> bool:
             if any(rule_id == reminder.id for rule_id, _ in decision.skipped):
                 return False  # one skip per version says it all (and a second would repeat its key)
-            self._apply_rule(session, facts, reminder, item, decision, key=key, due_at=due_at)
+            self._apply_rule(session, facts, reminder, subject, decision, key=key, due_at=due_at)
             return key in decision.queued
 
         for rule in self.rules.for_resource("Appointment"):
@@ -196,15 +217,15 @@ class Decider:
                                      created_at=utcnow()))
         decision.skipped.append((rule.id, reason))
 
-    def _apply_rule(self, session: Session, facts: DecideFacts, rule: Rule, item: DecideItem, decision: Decision, *,
-                    key: str | None = None, due_at: datetime | None = None) -> None:
-        resource, patient = item.resource, item.patient
+    def _apply_rule(self, session: Session, facts: DecideFacts, rule: Rule, subject: _Subject, decision: Decision,
+                    *, key: str | None = None, due_at: datetime | None = None) -> None:
+        resource, patient = subject.item.resource, subject.item.patient
         patient_ref = patient_reference(resource)
         if patient_ref is None:
             return self._skip(session, rule, resource, None, "no_patient_reference", decision)
         if patient is None:
             return self._skip(session, rule, resource, patient_ref, "patient_not_found", decision)
-        contact = mobile_number(patient, self.config.default_phone_region)
+        contact = subject.contact
         if contact.e164 is None:
             return self._skip(session, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
         if patient_ref not in facts.consent:
@@ -232,7 +253,7 @@ class Decider:
         )
         try:
             template = render(rule, resource, context)
-            check(template, identifying_strings(resource, patient, item.related), public=context.public_labels)
+            check(template, subject.identifying, public=context.public_labels)
         except RenderError as error:
             return self._skip(session, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
         except PhiLeakError as leak:
@@ -244,10 +265,11 @@ class Decider:
             facts.taken.add(key)
             decision.blocked.append(rule.id)
             return None
-        recipient_key = facts.remember(self.outbox.contacts, patient_ref, contact.e164)
+        if subject.recipient_key is None:
+            subject.recipient_key = facts.remember(self.outbox.contacts, patient_ref, contact.e164)
         row = self.outbox.message_row(natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
                                       recipient=contact.e164, message={"type": "template", "template": template},
-                                      due_at=due_at or self._due(), recipient_key=recipient_key)
+                                      due_at=due_at or self._due(), recipient_key=subject.recipient_key)
         if facts.enqueue(row, minted):
             decision.queued.append(key)
         return None
