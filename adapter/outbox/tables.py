@@ -40,7 +40,9 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_due", "state", "due_at"),
                       # The claim reads in-flight rows in due order (adapter.outbox.claims).
-                      claimable_index("ix_outbox_claimable", "due_at", "id", states=OUTBOX_CLAIMABLE))
+                      claimable_index("ix_outbox_claimable", "due_at", "id", states=OUTBOX_CLAIMABLE),
+                      # A batch's patients' reminders (adapter.scheduling.batch_facts), a STOP's queued rows.
+                      Index("ix_outbox_patient_rule", "patient_ref", "rule_id"))
 
     id: int | None = Field(default=None, primary_key=True)
     natural_key: str = Field(sa_column=Column(String(300), nullable=False, unique=True))

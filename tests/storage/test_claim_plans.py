@@ -16,8 +16,12 @@ from sqlmodel import Session, col, select
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import InboxEvent
 from adapter.outbox.tables import OutboxMessage
+from adapter.scheduling.decide import attach
+from adapter.service import build_service
+from adapter.settings import load_settings
 from adapter.storage.db import table_of, transaction, utcnow
 from tests.support.stores import outbox_store
+from tests.support.synthetic import synthetic_appointment, synthetic_patient
 
 HISTORY = 20_000
 NOW = utcnow()
@@ -109,3 +113,30 @@ def test_the_outbox_claim_reads_only_due_rows_in_due_order(engine: Engine) -> No
     assert [m.outbox_id for m in outbox.claim_due(10)] == [ids["now:0"]]  # now:1 went first, above
     later = utcnow() + timedelta(minutes=3)
     assert [m.outbox_id for m in outbox.claim_due(10, now=later)] == [ids["now:1"], ids["now:0"]]
+
+
+def test_a_decide_batch_reads_its_patients_reminders_by_index(engine: Engine) -> None:
+    """The same-day rule and the daily cap read each batch's patients' live reminders: by patient, not
+    by walking the sent history."""
+    fill_history(engine)
+    decider = build_service(load_settings(mode="demo"), engine=engine).decider
+    attach(decider, load_settings(mode="demo"))
+    appointment = synthetic_appointment("Patient/7", appointment_id="g1")
+    appointment["meta"] = {"versionId": "1"}
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().startswith("SELECT outbox.patient_ref"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        decider.record(appointment, synthetic_patient(number=7, patient_id="7"))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = seen
+    found = plan(engine, statement, parameters)
+    if engine.dialect.name == "postgresql":
+        assert "ix_outbox_patient_rule" in found and "Seq Scan" not in found, found
+    else:
+        assert "USING INDEX ix_outbox_patient_rule" in found, found
