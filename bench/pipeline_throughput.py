@@ -193,6 +193,7 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cpu_at_start: dict[str, float] = field(default_factory=dict)
     load_at_start: float = 0.0
+    service_env: dict[str, str] = field(default_factory=dict)  # more BRIDGE_* settings (bench/latency.py)
 
     def pids(self) -> dict[str, int | None]:
         ehr = self.ehr._process if self.ehr else None
@@ -240,7 +241,7 @@ class Stack:
                "BRIDGE_WHATSAPP_API_BASE_URL": self.emulator_url,
                "BRIDGE_CONSENT_SOURCE": "assume",
                "BRIDGE_TICK_SECONDS": str(tick_seconds),
-               "BRIDGE_LOG_LEVEL": "WARNING"}
+               "BRIDGE_LOG_LEVEL": "WARNING", **self.service_env}
         return self._spawn([*_bridge_command(), "serve"], env, "service.log")
 
     def ensure_alive(self) -> None:
