@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from adapter.audit.push import keep_pushing
 from adapter.feeds.tasks import keep_backport, keep_feeds, ping_specs
 from adapter.http.admin_api import build_admin_router
 from adapter.http.audit_api import FhirPatientDirectory, build_audit_router
+from adapter.http.group_commit import GroupCommit
 from adapter.http.health import health
 from adapter.http.whatsapp_webhook import build_webhook_router
 from adapter.ops.instances import hold_instance
@@ -78,10 +79,20 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         # The pipeline exists once the lifespan ran; before that, store without waking.
         return service.pipeline.accept(items) if service.pipeline else service.inbox.accept(items)
 
+    def accept_groups(groups: Sequence[list[Any]]) -> list[int | Exception]:
+        outcomes = service.inbox.accept_groups(groups)
+        if service.pipeline is not None and any(isinstance(new, int) and new for new in outcomes):
+            service.pipeline.wake_inward()
+        return outcomes
+
+    # Concurrent EHR notifications share one transaction, each answered after its commit.
+    intake_writer: GroupCommit[list[Any], int] = GroupCommit(accept_groups)
+    app.include_router(APIRouter(lifespan=intake_writer.lifespan))
     app.include_router(build_intake_router(
         _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(),
         [*service.specs, *ping_specs(settings)], settings.max_notification_bytes, on_refused=service.inbox.refused,
-        on_backport=lambda key, status: service.backport.record(key, status) if service.backport else None))
+        on_backport=lambda key, status: service.backport.record(key, status) if service.backport else None,
+        store=intake_writer.submit))
     app.include_router(build_webhook_router(
         service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
         service.outbox.contacts, on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None))

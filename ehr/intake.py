@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -55,6 +55,7 @@ def build_intake_router(
     supported_types: frozenset[str] = DEFAULT_SUPPORTED_TYPES,
     on_refused: Callable[[str, str, str | None], None] | None = None,
     on_backport: Callable[[str, BackportStatus], None] | None = None,
+    store: Callable[[list[IncomingNotification]], Awaitable[int]] | None = None,
 ) -> APIRouter:
     """A router serving ``/ehr/notify/{key}`` and ``/ehr/notify/{key}/{type}/{id}`` for the
     subscription keys in ``known_keys`` (their secrets are derived from ``master_secret``).
@@ -62,7 +63,10 @@ def build_intake_router(
     secret, ``reason`` being ``missing_secret`` or ``wrong_secret``; it must not raise.
     ``on_backport(key, status)``: called (in a worker thread) for every accepted topic-based
     notification (handshake, heartbeat, event notification; Subscriptions Backport IG) once its
-    items are stored, so the feed monitor can follow event numbers and heartbeats."""
+    items are stored, so the feed monitor can follow event numbers and heartbeats.
+    ``store``: how the items reach the sink, if not by ``sink.accept`` in a worker thread (the service
+    passes a group commit, so concurrent notifications share one transaction); it returns how many
+    were new once they are durable, or raises."""
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
     expected_secrets = {key: derive_secret(master_secret, key) for key in known_keys}
@@ -99,7 +103,7 @@ def build_intake_router(
         except NotificationRejected as rejected:
             logger.info("EHR notification on %s rejected: HTTP %d %s", key, rejected.status, rejected.code)
             return outcome(rejected.status, rejected.code, rejected.text)
-        response = await _store(sink, key, items)
+        response = await _store(store or _in_thread(sink), key, items)
         if status is not None and on_backport is not None and response.status_code == 200:
             try:
                 await run_in_threadpool(on_backport, key, status)
@@ -118,11 +122,18 @@ def build_intake_router(
     return router
 
 
-async def _store(sink: NotificationSink, key: str, items: list[IncomingNotification]) -> Response:
+def _in_thread(sink: NotificationSink) -> Callable[[list[IncomingNotification]], Awaitable[int]]:
+    async def store(items: list[IncomingNotification]) -> int:
+        return await run_in_threadpool(sink.accept, items)
+    return store
+
+
+async def _store(store: Callable[[list[IncomingNotification]], Awaitable[int]], key: str,
+                 items: list[IncomingNotification]) -> Response:
     if not items:  # handshake or heartbeat: acknowledged, nothing to keep
         return outcome(200, "informational", "Notification acknowledged; nothing to store.", "information")
     try:
-        new = await run_in_threadpool(sink.accept, items)
+        new = await store(items)
     except Exception:
         # Any sink failure means the items may not be durable: make the EHR send them again.
         logger.exception("EHR notification on %s: the inbox could not store %d item(s)", key, len(items))

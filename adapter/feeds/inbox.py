@@ -6,6 +6,7 @@ without a version is dropped later, when the re-read version turns out to be pro
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, or_, select
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.feeds.tables import INBOX_CLAIMABLE, InboxEvent
 from adapter.storage.claimable import in_states, indexed_by
-from adapter.storage.db import insert_ignoring_duplicates, table_of, transaction, utcnow
+from adapter.storage.db import insert_ignoring_duplicates, insert_new, table_of, transaction, utcnow
 from ehr.notifications import IncomingNotification
 
 LEASE = timedelta(minutes=5)
@@ -36,6 +37,13 @@ def dedupe_key(item: IncomingNotification) -> str:
     return f"{item.subscription_key}:{target}:{uuid.uuid4().hex}"
 
 
+def _rows(items: list[IncomingNotification]) -> list[dict[str, object]]:
+    now = utcnow()
+    return [{"dedupe_key": dedupe_key(item), "kind": item.kind, "subscription_key": item.subscription_key,
+             "resource_type": item.resource_type, "resource_id": item.resource_id, "version_id": item.version_id,
+             "state": "pending", "attempts": 0, "next_attempt_at": now, "received_at": now} for item in items]
+
+
 class InboxStore:
     """Implements :class:`ehr.notifications.NotificationSink` on the database."""
 
@@ -44,16 +52,33 @@ class InboxStore:
         self.lease = lease  # an instance that dies holding events frees them after this (settings: inbox_lease_seconds)
 
     def accept(self, items: list[IncomingNotification]) -> int:
-        now = utcnow()
-        rows = [
-            {"dedupe_key": dedupe_key(item), "kind": item.kind, "subscription_key": item.subscription_key,
-             "resource_type": item.resource_type, "resource_id": item.resource_id,
-             "version_id": item.version_id, "state": "pending", "attempts": 0, "next_attempt_at": now,
-             "received_at": now}
-            for item in items
-        ]
         with transaction(self.engine) as session:
-            return insert_ignoring_duplicates(session, InboxEvent, rows, "dedupe_key")
+            return insert_ignoring_duplicates(session, InboxEvent, _rows(items), "dedupe_key")
+
+    def accept_groups(self, groups: Sequence[list[IncomingNotification]]) -> list[int | Exception]:
+        """Stores the notifications of several requests in one transaction (group commit,
+        :mod:`adapter.http.group_commit`): per request, how many items were new. If the shared write
+        fails, each request's items are stored alone, so one bad request fails only itself."""
+        rows = [_rows(items) for items in groups]
+        try:
+            with transaction(self.engine) as session:
+                new = set(insert_new(session, InboxEvent, [row for group in rows for row in group], "dedupe_key"))
+            counts: list[int | Exception] = []
+            for group in rows:  # a version two requests carry is new for the first only
+                keys = {row["dedupe_key"] for row in group} & new
+                new -= keys
+                counts.append(len(keys))
+            return counts
+        except Exception as error:
+            if len(groups) == 1:
+                return [error]
+        outcomes: list[int | Exception] = []
+        for items in groups:
+            try:
+                outcomes.append(self.accept(items))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
 
     def refused(self, subscription_key: str, reason: str, client: str | None) -> None:
         """Records a notification refused for a missing or wrong channel secret (``ehr.intake``'s

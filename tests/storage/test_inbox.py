@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from adapter.feeds.inbox import InboxStore
@@ -49,3 +50,24 @@ def test_event_dies_visibly_after_max_attempts(engine: Engine) -> None:
     assert "queued again" in inbox.redrive(event.id or 0)
     assert [again.id for again in inbox.claim(10)] == [event.id]
     assert "not dead" in inbox.redrive(event.id or 0)
+
+
+def test_several_requests_share_one_transaction_and_a_bad_one_fails_alone(engine: Engine) -> None:
+    inbox = InboxStore(engine)
+    commits: list[int] = []
+
+    def count(_connection: object) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", count)
+    try:
+        # Request two repeats request one's version: new once, for the first request that carried it.
+        assert inbox.accept_groups([[note("1")], [note("2"), note("1")], [note("3")]]) == [1, 1, 1]
+    finally:
+        event.remove(engine, "commit", count)
+    assert len(commits) == 1  # one transaction for three requests
+    bad = IncomingNotification(subscription_key="appointment", kind=None, resource_type="Appointment",  # type: ignore[arg-type]
+                               resource_id="a9", version_id="1")
+    outcomes = inbox.accept_groups([[note("4")], [bad], [note("5"), note("4")]])
+    assert outcomes[0] == 1 and isinstance(outcomes[1], Exception) and outcomes[2] == 1  # stored alone
+    assert len(inbox.claim(10)) == 5
