@@ -36,6 +36,7 @@ from adapter.recipients.consent import ConsentSource
 from adapter.recipients.contacts import ContactBook
 from adapter.recipients.tables import WhatsAppContact
 from adapter.scheduling.reminders import LIVE, PENDING
+from adapter.storage.claimable import indexed_by
 from adapter.storage.db import insert_all_ignoring, insert_new, table_of
 
 StateKey = tuple[str, str]  # (resource type, id)
@@ -97,7 +98,8 @@ class DecideFacts:
                     col(OutboxMessage.state).in_(PENDING)).order_by(col(OutboxMessage.id)).with_for_update()):
                 pending.setdefault((row.rule_id, row.resource_ref), []).append(row)
             if wanted.patients:
-                outbox = table_of(OutboxMessage).c
+                # By patient, whatever the history (SQLite without statistics would walk ix_outbox_due).
+                outbox = indexed_by(OutboxMessage, "ix_outbox_patient_rule")
                 live = [(row[0], row[1], row[2], row[3], row[4]) for row in session.execute(core_select(
                     outbox.patient_ref, outbox.rule_id, outbox.resource_ref, outbox.natural_key, outbox.due_at).where(
                     outbox.patient_ref.in_(sorted(wanted.patients)), outbox.rule_id.in_(rules),

@@ -17,6 +17,7 @@ from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import InboxEvent
 from adapter.outbox.tables import OutboxMessage
 from adapter.scheduling.decide import attach
+from adapter.scheduling.decision import DecideItem
 from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import table_of, transaction, utcnow
@@ -121,8 +122,11 @@ def test_a_decide_batch_reads_its_patients_reminders_by_index(engine: Engine) ->
     fill_history(engine)
     decider = build_service(load_settings(mode="demo"), engine=engine).decider
     attach(decider, load_settings(mode="demo"))
-    appointment = synthetic_appointment("Patient/7", appointment_id="g1")
-    appointment["meta"] = {"versionId": "1"}
+    items = []
+    for number in range(7, 12):  # a batch: several patients, read with one IN (...)
+        appointment = synthetic_appointment(f"Patient/{number}", appointment_id=f"g{number}")
+        appointment["meta"] = {"versionId": "1"}
+        items.append(DecideItem(appointment, synthetic_patient(number=number, patient_id=str(number))))
     seen: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
@@ -131,7 +135,7 @@ def test_a_decide_batch_reads_its_patients_reminders_by_index(engine: Engine) ->
 
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        decider.record(appointment, synthetic_patient(number=7, patient_id="7"))
+        decider.record_batch(items)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     [(statement, parameters)] = seen
