@@ -85,11 +85,6 @@ class _BatchFacts:
         return cls(opted_out, pace, ContactBook.last_inbound(session, keys), rules.templates.view(session))
 
 
-def _take_pace(session: Session, key: bytes, until: datetime, now: datetime) -> bool:
-    """One recipient's conditional pace take (:func:`adapter.outbox.batch_writes.take_paces`)."""
-    return key in take_paces(session, [key], until, now)
-
-
 def claim_due(engine: Engine, cipher: FieldCipher, rules: ClaimRules, limit: int,
               now: datetime | None = None) -> list[ClaimedMessage]:
     """Claims due rows, and rows whose sending lease expired (a crash mid-send), recording an

@@ -22,7 +22,8 @@ from sqlmodel import Session, select
 from adapter.audit.tables import AuditEvent
 from adapter.feeds.inbox import InboxStore
 from adapter.ops.instances import Leadership, hold_instance, sqlite_lock_path
-from adapter.outbox.claims import ClaimRules, _take_pace
+from adapter.outbox.batch_writes import take_paces
+from adapter.outbox.claims import ClaimRules
 from adapter.outbox.dispatch import Dispatcher, RetryPolicy
 from adapter.outbox.results import SendOutcome
 from adapter.outbox.store import OutboxStore
@@ -146,11 +147,11 @@ def test_two_instances_cannot_both_take_one_recipients_pace(pg_engine: Engine) -
     key, now = b"recipient-index-1", utcnow()
     results: list[bool] = []
     with transaction(pg_engine) as first:
-        assert _take_pace(first, key, now + timedelta(seconds=8), now) is True
+        assert key in take_paces(first, [key], now + timedelta(seconds=8), now)
 
         def second() -> None:  # blocks on the first's uncommitted row, then sees it committed
             with transaction(pg_engine) as session:
-                results.append(_take_pace(session, key, now + timedelta(seconds=8), now))
+                results.append(key in take_paces(session, [key], now + timedelta(seconds=8), now))
 
         thread = threading.Thread(target=second)
         thread.start()
@@ -160,7 +161,7 @@ def test_two_instances_cannot_both_take_one_recipients_pace(pg_engine: Engine) -
     assert results == [False]
     later = now + timedelta(seconds=9)
     with transaction(pg_engine) as session:  # once the interval passed, the slot is free again
-        assert _take_pace(session, key, later + timedelta(seconds=8), later) is True
+        assert key in take_paces(session, [key], later + timedelta(seconds=8), later)
 
 
 class _CloudApi:

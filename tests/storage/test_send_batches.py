@@ -21,7 +21,8 @@ from sqlmodel import Session, col, select
 
 from adapter.audit.tables import AuditEvent
 from adapter.ops.alerts import open_alerts
-from adapter.outbox.claims import TEMPLATE_HOLD, ClaimedMessage, _take_pace
+from adapter.outbox.batch_writes import take_paces
+from adapter.outbox.claims import TEMPLATE_HOLD, ClaimedMessage
 from adapter.outbox.results import SendOutcome
 from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage, RecipientPace, SendAttempt
@@ -143,7 +144,7 @@ def test_a_recipient_another_instance_took_meanwhile_waits_one_interval(pg_engin
     now = utcnow()
     claimed: list[ClaimedMessage] = []
     with transaction(pg_engine) as other:  # another instance is claiming this recipient
-        assert _take_pace(other, key, now + timedelta(minutes=2), now) is True
+        assert key in take_paces(other, [key], now + timedelta(minutes=2), now)
         claiming = threading.Thread(target=lambda: claimed.extend(outbox.claim_due(10, now=now)))
         claiming.start()
         claiming.join(timeout=0.5)
