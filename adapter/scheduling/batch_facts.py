@@ -16,7 +16,7 @@ towards the same patient's daily cap for the next, a number remembered once is n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -152,7 +152,7 @@ class DecideFacts:
                             ["patient_ref", "phone_index"])
         self.new_contacts = []
 
-    def enqueue(self, row: dict[str, Any], tokens: list[Any] = ()) -> bool:  # type: ignore[assignment]
+    def enqueue(self, row: dict[str, Any], tokens: Sequence[Any] = ()) -> bool:
         """Queues an outbox row (built by :meth:`OutboxStore.message_row`) for the batch's one INSERT."""
         key = row["natural_key"]
         if key in self.taken:

@@ -135,9 +135,9 @@ class Decider:
             if item.patient is not None:
                 number = subject.contact.e164
                 wanted.numbers.update([number] if number else [])
+            start = appointment_start(resource)
             for rule in self.rules.for_resource(str(resource.get("resourceType"))):
                 wanted.keys.add(self._natural_key(rule, resource))
-                start = appointment_start(resource)
                 if rule.reminder is None or resource.get("resourceType") != "Appointment":
                     continue
                 wanted.appointments.add(resource_ref(resource))

@@ -32,7 +32,7 @@ Cancelled reminders stay as ``suppressed`` rows with a reason, so a later versio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -137,7 +137,7 @@ class PlanFacts(Protocol):
 
     def skip_recorded(self, skip: tuple[str, str, str | None, str]) -> bool: ...
 
-    def enqueue(self, row: dict[str, Any], tokens: list[Any] = ...) -> bool: ...
+    def enqueue(self, row: dict[str, Any], tokens: Sequence[Any] = ...) -> bool: ...
 
 
 # Enqueues one reminder through the decide step's checks (contact, consent, language, render, PHI guard);
