@@ -15,6 +15,7 @@ from sqlmodel import Session, col, or_, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.feeds.tables import INBOX_CLAIMABLE, InboxEvent
+from adapter.security.refusal_budget import RefusalBudget, audit_entries
 from adapter.storage.claimable import in_states, indexed_by
 from adapter.storage.db import insert_ignoring_duplicates, insert_new, table_of, transaction, utcnow
 from ehr.notifications import IncomingNotification
@@ -49,7 +50,10 @@ class InboxStore:
 
     def __init__(self, engine: Engine, lease: timedelta = LEASE) -> None:
         self.engine = engine
+        self.refusals = RefusalBudget()
         self.lease = lease  # an instance that dies holding events frees them after this (settings: inbox_lease_seconds)
+        # This boot's id in lease_owner: a dead instance's events are released by owner (adapter.ops.liveness).
+        self.owner: str | None = None
 
     def accept(self, items: list[IncomingNotification]) -> int:
         with transaction(self.engine) as session:
@@ -83,13 +87,16 @@ class InboxStore:
     def refused(self, subscription_key: str, reason: str, client: str | None) -> None:
         """Records a notification refused for a missing or wrong channel secret (``ehr.intake``'s
         ``on_refused``) as a DICOM 110113 security alert, in a transaction of its own: nothing else
-        of the request is stored. Accepted notifications get no entry of their own: they carry
-        references only, and each re-read they lead to is a ``patient-read``."""
-        entry = AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
-                           agent="ehr", source=client, entity_ref=f"subscription/{subscription_key}"[:300],
-                           detail={"reason": reason, "channel": "rest-hook", "subscription": subscription_key[:64]})
-        with transaction(self.engine) as session:
-            record(session, entry)
+        of the request is stored. Beyond the first per source and minute, refusals are summarised
+        (:mod:`adapter.security.refusal_budget`). Accepted notifications get no entry of their own:
+        they carry references only, and each re-read they lead to is a ``patient-read``."""
+        refusal = AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
+                             agent="ehr", source=client, entity_ref=f"subscription/{subscription_key}"[:300],
+                             detail={"reason": reason, "channel": "rest-hook", "subscription": subscription_key[:64]})
+        entries = audit_entries(self.refusals.admit(client, reason), refusal)
+        if entries:
+            with transaction(self.engine) as session:
+                record(session, *entries)
 
     def claim(self, limit: int, now: datetime | None = None) -> list[InboxEvent]:
         """Leases due events to this instance (``SKIP LOCKED`` lets other instances take others).
@@ -107,7 +114,7 @@ class InboxStore:
                 .with_for_update(skip_locked=True)
             ))
             for event in events:
-                event.lease_until = now + self.lease
+                event.lease_until, event.lease_owner = now + self.lease, self.owner
                 event.attempts += 1
                 session.add(event)
             return events

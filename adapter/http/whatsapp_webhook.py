@@ -49,6 +49,7 @@ from adapter.conversation.webhook_store import record_template_events, store_bat
 from adapter.http.group_commit import GroupCommit
 from adapter.outbox.encoding import CALLBACK_PREFIX, outbox_id_from_callback
 from adapter.recipients.contacts import ContactBook
+from adapter.security.refusal_budget import RefusalBudget, audit_entries
 from adapter.storage.db import transaction
 from whatsapp.signature import verify
 from whatsapp.webhook import WebhookBatch, WebhookPayloadError, parse_webhook
@@ -60,14 +61,21 @@ RETRY_AFTER_SECONDS = "5"
 log = logging.getLogger(__name__)
 
 
-def record_forged_webhook(engine: Engine, source: str | None, reason: str) -> None:
+def record_forged_webhook(engine: Engine, source: str | None, reason: str,
+                          budget: RefusalBudget | None = None) -> None:
     """Audits a refused webhook: there is no other transaction to join, so it has its own. The
-    refusal stands whether or not it could be recorded (the database may be down)."""
+    refusal stands whether or not it could be recorded (the database may be down). With a
+    ``budget``, refusals beyond the first per source and minute are summarised
+    (:mod:`adapter.security.refusal_budget`)."""
+    refusal = AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE, outcome=Outcome.SERIOUS_FAILURE,
+                         agent="meta", source=source, entity_ref="endpoint/whatsapp-webhook",
+                         detail={"reason": reason})
+    entries = audit_entries(budget.admit(source, reason), refusal) if budget is not None else [refusal]
+    if not entries:
+        return
     try:
         with transaction(engine) as session:
-            record(session, AuditEntry(kind=Kind.SECURITY_ALERT, action=Action.EXECUTE,
-                                       outcome=Outcome.SERIOUS_FAILURE, agent="meta", source=source,
-                                       entity_ref="endpoint/whatsapp-webhook", detail={"reason": reason}))
+            record(session, *entries)
     except SQLAlchemyError as error:
         log.warning("refused WhatsApp webhook (%s) could not be audited: %s", reason, type(error).__name__)
 
@@ -136,6 +144,7 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
     if not app_secrets:
         raise ValueError("a WhatsApp app secret is required: webhooks are refused without one (fail closed)")
     writer: GroupCommit[WebhookBatch, int] = GroupCommit(store_group(engine, contacts))
+    refusals = RefusalBudget()
     router = APIRouter(lifespan=writer.lifespan)
 
     @router.get("/whatsapp/webhook")
@@ -150,7 +159,7 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
         signature = request.headers.get("x-hub-signature-256")
         source = request.client.host if request.client else None
         if not signature:
-            await run_in_threadpool(record_forged_webhook, engine, source, "signature-missing")
+            await run_in_threadpool(record_forged_webhook, engine, source, "signature-missing", refusals)
             return JSONResponse({"error": "missing X-Hub-Signature-256"}, status_code=401)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
@@ -162,7 +171,7 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
                 return JSONResponse({"error": "body too large"}, status_code=413)
         raw = bytes(body)
         if not verify(raw, signature, app_secrets):
-            await run_in_threadpool(record_forged_webhook, engine, source, "signature-mismatch")
+            await run_in_threadpool(record_forged_webhook, engine, source, "signature-mismatch", refusals)
             return JSONResponse({"error": "signature mismatch"}, status_code=403)
         try:
             batch = without_impossible_callbacks(parse_webhook(raw))

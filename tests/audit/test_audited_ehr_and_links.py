@@ -358,6 +358,21 @@ def test_a_wrong_or_missing_ehr_channel_secret_records_a_security_alert(engine: 
         assert len(session.exec(select(InboxEvent)).all()) == 1  # only the authenticated ping was stored
 
 
+def test_a_flood_of_wrong_ehr_secrets_adds_one_alert_per_source_and_minute(engine: Engine) -> None:
+    inbox = InboxStore(engine)
+    application = FastAPI()
+    application.include_router(build_intake_router(inbox, HOOK_MASTER, ["appointment"], 1 << 16,
+                                                   on_refused=inbox.refused))
+    wrong = authorization_header(derive_secret(b"W" * 32, "appointment"))
+    with serve_in_thread(application) as url, httpx.Client(timeout=10) as client:
+        codes = {client.post(f"{url}/ehr/notify/appointment", headers={"Authorization": wrong}).status_code
+                 for _ in range(150)}
+    assert codes == {403}
+    reasons = [detail(row)["reason"] for row in audit_rows(engine)]
+    # one in full per minute; a minute that ended during the flood adds its one summary entry
+    assert reasons in (["wrong_secret"], ["wrong_secret", "wrong_secret", "refusals-summarised"]), reasons
+
+
 # --- operator commands -----------------------------------------------------------------------------
 
 

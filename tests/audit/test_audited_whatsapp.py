@@ -299,6 +299,17 @@ def test_a_forged_or_unsigned_webhook_is_a_security_alert(
     assert audit_rows(engine, "status") == []
 
 
+def test_a_flood_of_forged_webhooks_adds_one_alert_per_source_and_minute(
+        engine: Engine, receiver: tuple[str, OutboxStore]) -> None:
+    url, _ = receiver
+    body = status_body("wamid.FORGED", "read", None)
+    assert {post(url, body, "sha256=" + "1" * 64).status_code for _ in range(150)} == {403}
+    reasons = [detail(row)["reason"] for row in audit_rows(engine)]
+    # one in full per minute; a minute that ended during the flood adds its one summary entry
+    first = "signature-mismatch"
+    assert reasons in ([first], [first, first, "refusals-summarised"]), reasons
+
+
 # --- inbound messages and hand-offs
 
 
