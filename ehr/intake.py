@@ -46,6 +46,16 @@ _SINK_RETRY_AFTER_SECONDS = "5"
 
 logger = logging.getLogger(__name__)
 
+# The body is read raw (capped, then parsed), so FastAPI cannot document it: stated here for the OpenAPI
+# document. The per-key secret goes in ``Authorization: Bearer`` (the Subscription's channel.header).
+_OUTCOME_DOC = {"content": {FHIR_JSON: {"schema": {"type": "object"}}}}
+_OPENAPI_DOC: dict[str, object] = {
+    "requestBody": {"required": False, "description": "A FHIR resource or Bundle, or empty (a ping).",
+                    "content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+    "responses": {str(status): {"description": "An OperationOutcome", **_OUTCOME_DOC}
+                  for status in (200, 400, 401, 403, 404, 413, 415, 422, 503)},
+}
+
 
 def build_intake_router(
     sink: NotificationSink,
@@ -111,13 +121,16 @@ def build_intake_router(
                 logger.exception("EHR notification on %s: recording the Backport feed state failed", key)
         return response
 
-    @router.post("/{key}")
+    @router.post("/{key}", openapi_extra=_OPENAPI_DOC)
     async def notify(key: str, request: Request) -> Response:
         return await handle(request, key, None, None)
 
-    @router.api_route("/{key}/{resource_type}/{resource_id}", methods=["PUT", "POST"])
     async def notify_resource(key: str, resource_type: str, resource_id: str, request: Request) -> Response:
         return await handle(request, key, resource_type, resource_id)
+
+    for method in ("PUT", "POST"):  # one route per method, so each has its own OpenAPI operation id
+        router.add_api_route("/{key}/{resource_type}/{resource_id}", notify_resource, methods=[method],
+                             operation_id=f"notify_resource_{method.lower()}", openapi_extra=_OPENAPI_DOC)
 
     return router
 

@@ -6,7 +6,8 @@ Supported: ``date`` (repeatable; prefixes ``eq ge gt le lt``; a date ``2026-11-2
 agent name, e.g. ``user:alice``), ``type`` and ``subtype`` (a BALP/DICOM code, ``system|code``, or
 our kind, e.g. ``link-access``), ``outcome``, ``action``, ``_count`` (default 100, at most 1000) and
 ``_offset`` (paging: results are in record order, ``id`` ascending, so offsets are stable while new
-records only ever append). Anything else is refused with :class:`AuditQueryError` (the API answers
+records only ever append). A value over 200 characters, a date outside 0001-01-01 .. 9999-12-31
+(in UTC) and anything else is refused with :class:`AuditQueryError` (the API answers
 400 with an OperationOutcome), because silently ignoring a filter would show an auditor more than
 they asked for and let them believe it was filtered.
 """
@@ -27,6 +28,7 @@ from adapter.storage.db import table_of
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
+MAX_VALUE_CHARS = 200  # AuditEvent.patient_ref's length, the shortest column a value is compared with and kept in
 KNOWN = frozenset({"date", "patient", "entity", "agent", "type", "subtype", "outcome", "action", "_count",
                    "_offset", "_format"})
 _PREFIXES = ("eq", "ge", "gt", "le", "lt")
@@ -62,10 +64,12 @@ def _instant(text: str, name: str) -> tuple[datetime, datetime]:
             start = datetime.fromisoformat(text).replace(tzinfo=UTC)
             return start, start + timedelta(days=1)
         at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)  # the database compares in UTC
+        return at, at + timedelta(microseconds=1)
     except ValueError as exc:
         raise AuditQueryError(f"{name}: {text[:40]!r} is not a date (YYYY-MM-DD) or an instant") from exc
-    at = at if at.tzinfo else at.replace(tzinfo=UTC)
-    return at, at + timedelta(microseconds=1)
+    except OverflowError as exc:  # in UTC, or one step on, it falls outside 0001-01-01 .. 9999-12-31
+        raise AuditQueryError(f"{name}: {text[:40]!r} is outside the supported dates") from exc
 
 
 def _date_condition(value: str) -> Any:
@@ -96,6 +100,8 @@ def parse_query(pairs: Sequence[tuple[str, str]]) -> AuditQuery:
             raise AuditQueryError(f"unknown search parameter {name[:40]!r}; known: {', '.join(sorted(KNOWN))}")
         if not value:
             raise AuditQueryError(f"{name}: empty value")
+        if len(value) > MAX_VALUE_CHARS:  # no stored reference is longer; the query's own audit keeps it
+            raise AuditQueryError(f"{name}: longer than {MAX_VALUE_CHARS} characters")
         by_name.setdefault(name, []).append(value)
     for name, values in by_name.items():
         if name == "date":

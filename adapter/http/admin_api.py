@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, record
-from adapter.http.json_body import ONE_LINE, json_body
+from adapter.http.json_body import ONE_LINE, body_doc, json_body
 from adapter.ops.alerts import acknowledge, count_open
 from adapter.ops.tables import ServiceFlag
 from adapter.outbox.circuit_breaker import SENDING_PAUSED, pause_sending, resume_sending, sending_paused
@@ -70,7 +70,7 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
         await asyncio.to_thread(audit, principal, request, Action.READ, "status")
         return JSONResponse(await asyncio.to_thread(status, engine))
 
-    @router.post("/sending/pause")
+    @router.post("/sending/pause", openapi_extra=body_doc(PauseRequest))
     async def post_pause(request: Request, principal: Principal = Depends(admins),
                          body: PauseRequest = Depends(json_body(PauseRequest))) -> JSONResponse:
         def run() -> bool:
@@ -100,7 +100,7 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
         await asyncio.to_thread(audit, principal, request, Action.UPDATE, "alert-ack", f"alert/{alert_id}")
         return JSONResponse({"acknowledged": count})
 
-    @router.post("/credentials", status_code=201)
+    @router.post("/credentials", status_code=201, openapi_extra=body_doc(CredentialRequest))
     async def post_credential(request: Request, principal: Principal = Depends(admins),
                               body: CredentialRequest = Depends(json_body(CredentialRequest))) -> JSONResponse:
         try:  # create_credential audits the creation itself

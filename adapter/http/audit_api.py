@@ -32,10 +32,10 @@ from sqlalchemy.exc import OperationalError
 
 from adapter.audit.balp import to_audit_event, to_bundle
 from adapter.audit.csv_export import build_export
-from adapter.audit.search import AuditQuery, AuditQueryError, parse_query, search_audit
+from adapter.audit.search import MAX_VALUE_CHARS, AuditQuery, AuditQueryError, parse_query, search_audit
 from adapter.audit.signing import AuditSigner
 from adapter.audit.trail import _PHONE_LIKE, Action, AuditEntry, Kind, Outcome, record
-from adapter.http.json_body import ONE_LINE, BodyError, json_body, load_json, read_capped
+from adapter.http.json_body import ONE_LINE, BodyError, body_doc, json_body, load_json, read_capped
 from adapter.security.access import AccessControl, bearer, source_of
 from adapter.security.credentials import AuthenticationError, LoginResult, LoginThrottled, login, logout
 from adapter.security.login_throttle import LoginThrottle
@@ -71,6 +71,25 @@ class FhirPatientDirectory:
 class ResolveRequest(BaseModel):
     patient: str = Field(min_length=3, max_length=200, pattern=r"^Patient/[A-Za-z0-9\-.]{1,64}$")
     reason: str = Field(min_length=1, max_length=300, pattern=ONE_LINE)
+
+
+class LoginRequest(BaseModel):
+    """Documents the login body (read by :func:`login_key`, not validated by this model)."""
+
+    key: str
+
+
+# The search parameters parse_query takes, for the OpenAPI document (the handlers read the query
+# themselves: an unknown parameter is a 400, not ignored).
+_SEARCH_DOC: dict[str, Any] = {"parameters": [
+    *({"name": name, "in": "query", "required": False,
+       "schema": {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS}}
+      for name in ("patient", "entity", "agent", "type", "subtype", "outcome", "action")),
+    {"name": "date", "in": "query", "required": False, "explode": True, "schema": {"type": "array", "items": {
+        "type": "string", "pattern": r"^(eq|ge|gt|le|lt)?[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9:]+)?)?$"}}},
+    {"name": "_count", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+    {"name": "_offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}]}
+_FHIR_JSON_DOC = {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}
 
 
 def outcome_400(message: str) -> JSONResponse:
@@ -135,7 +154,7 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
     auditors = access.require(Role.AUDITOR)
     officers = access.require(Role.PRIVACY_OFFICER)
 
-    @router.post("/auth/login")
+    @router.post("/auth/login", openapi_extra=body_doc(LoginRequest, required=False))
     async def post_login(request: Request) -> JSONResponse:
         try:
             key = await login_key(request)
@@ -167,7 +186,8 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
                           source=source_of(request), patient_ref=patient, entity_ref="AuditEvent",
                           detail={"op": op, **query_detail(pairs)})
 
-    @router.get("/audit/AuditEvent")
+    @router.get("/audit/AuditEvent", openapi_extra=_SEARCH_DOC,
+                responses={200: _FHIR_JSON_DOC, 400: _FHIR_JSON_DOC})
     async def get_audit_events(request: Request, principal: Principal = Depends(readers)) -> Response:
         pairs = request.query_params.multi_items()
         if nul_in(pairs):
@@ -192,7 +212,8 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
             links["previous"] = _page_url(request, query, max(0, query.offset - query.count))
         return JSONResponse(to_bundle(resources, total, links), media_type="application/fhir+json")
 
-    @router.get("/audit/export.csv")
+    @router.get("/audit/export.csv", openapi_extra=_SEARCH_DOC, responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, 400: _FHIR_JSON_DOC})
     async def get_export(request: Request, principal: Principal = Depends(auditors)) -> Response:
         if signer is None:
             raise HTTPException(503, "no audit signing key is configured (audit_signing_key_file)")
@@ -216,7 +237,7 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
             "Content-Disposition": f'attachment; filename="{name}"', MANIFEST_HEADER: encoded,
             "Cache-Control": "no-store"})
 
-    @router.post("/audit/resolve")
+    @router.post("/audit/resolve", openapi_extra=body_doc(ResolveRequest))
     async def post_resolve(request: Request, principal: Principal = Depends(officers),
                            body: ResolveRequest = Depends(json_body(ResolveRequest))) -> JSONResponse:
         reason = body.reason.strip()

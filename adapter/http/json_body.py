@@ -74,6 +74,22 @@ def json_body(model: type[Model], max_bytes: int = MAX_JSON_BODY_BYTES) -> Calla
     return read
 
 
+def body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route reading ``model`` with :func:`json_body` (FastAPI cannot
+    see a body read by a dependency), for the route's ``openapi_extra``; ``$defs`` inlined."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return inline(defs[ref.rsplit("/", 1)[-1]]) if ref.startswith("#/$defs/") else {
+                key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
 def _problem(problem: Any) -> dict[str, Any]:
     """One validation problem as ``{loc, msg, type}``: no input, no context (either may echo it)."""
     return {"loc": ["body", *(_text(part) for part in problem.get("loc", ()))],

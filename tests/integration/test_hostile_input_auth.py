@@ -166,3 +166,21 @@ def test_nul_in_a_query_or_path_is_a_4xx(api: Api) -> None:
     response = api.http.post("/audit/resolve", headers=officer,
                              json={"patient": "Patient/example-1", "reason": "review\u0000"})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("query", [
+    "date=9999-12-31",  # the day's end is past the last date Python has
+    "date=lt9999-12-31T23:59:59.999999Z",
+    "date=ge0001-01-01T00:00:00%2B14:00",  # before 0001-01-01 in UTC
+    "patient=Patient/" + "0" * 200,  # longer than any stored reference (and the query's own audit row)
+    "agent=" + "x" * 201,
+    "type=" + ",".join(["link-access"] * 40),
+])
+def test_a_search_value_no_record_can_match_is_a_400(api: Api, query: str) -> None:
+    """Found by the fuzzers (tests/fuzz): each of these was a 500."""
+    auditor = api.session_for(Role.AUDITOR, "auditor")
+    for path in ("/audit/AuditEvent", "/audit/export.csv"):
+        response = api.http.get(f"{path}?{query}", headers=auditor)
+        assert response.status_code == 400, (path, query[:40], response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"
+    assert api.http.get("/audit/AuditEvent?date=9999-12-30", headers=auditor).status_code == 200
