@@ -13,9 +13,11 @@ exchange itself (pool, auth, error mapping, same-origin links) is :mod:`ehr.tran
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +32,15 @@ DEFAULT_MAX_PAGES = 50
 # https://hl7.org/fhir/R4/datatypes.html#id; checked so an id can never change the URL's path.
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of a search: its resources (``outcome`` entries left out) and whether a ``next``
+    page follows."""
+
+    resources: list[Resource]
+    more: bool
 
 
 class FhirClient:
@@ -91,26 +102,42 @@ class FhirClient:
         ``_include``-d resources are returned too). See https://hl7.org/fhir/R4/search.html.
         """
         limit = max_pages or self.max_pages
+        found: list[Resource] = []
+        pages = 0
+        async with contextlib.aclosing(self.search_pages(resource_type, params)) as results:
+            async for page in results:
+                found.extend(page.resources)
+                pages += 1
+                if page.more and pages >= limit:
+                    raise FhirPagingLimitError(
+                        f"more than {limit} result pages; narrow the search or raise max_pages",
+                        operation="search",
+                        resource_type=resource_type,
+                    )
+        return found
+
+    async def search_pages(
+        self, resource_type: str, params: Sequence[tuple[str, str]] = ()
+    ) -> AsyncGenerator[SearchPage, None]:
+        """:meth:`search` one page at a time (https://hl7.org/fhir/R4/search.html#paging), so a
+        caller can store each page before asking for the next, and stop whenever it likes (use
+        ``contextlib.aclosing``). No page limit of its own."""
         url: str = _checked_type(resource_type, "search")
         query: list[tuple[str, str]] | None = list(params)
-        found: list[Resource] = []
-        for _page in range(limit):
+        while True:
             response = await self.transport.send("search", resource_type, "GET", url, params=query)
             bundle = decode_resource(response, "search", "Bundle")
+            found: list[Resource] = []
             for entry in _list(bundle.get("entry")):
                 resource = entry.get("resource") if isinstance(entry, dict) else None
                 mode = _dict(entry.get("search")).get("mode") if isinstance(entry, dict) else None
                 if isinstance(resource, dict) and mode != "outcome":
                     found.append(resource)
             next_url = _next_link(bundle)
+            yield SearchPage(found, next_url is not None)
             if next_url is None:
-                return found
+                return
             url, query = self.transport.same_origin(next_url, resource_type), None
-        raise FhirPagingLimitError(
-            f"more than {limit} result pages; narrow the search or raise max_pages",
-            operation="search",
-            resource_type=resource_type,
-        )
 
     async def create(
         self, resource: Resource, *, if_none_exist: Sequence[tuple[str, str]] | None = None

@@ -1,20 +1,24 @@
 """Polling the EHR for changes: the feed for EHRs without usable Subscriptions, and the periodic
-reconcile for classic rest-hook ones (which cannot tell what they failed to deliver).
+reconcile (and catch-up at start) for classic rest-hook ones, which cannot tell what they failed
+to deliver.
 
 One poll of one feed is a search (FHIR R4 search.html, ``_lastUpdated`` and ``_sort``)::
 
     GET [base]/Appointment?_lastUpdated=ge<since>&_sort=_lastUpdated&_count=<n>
 
-with ``Bundle.link[next]`` followed to the last page (search.html#paging). ``since`` comes from
+with ``Bundle.link[next]`` followed page by page (search.html#paging, :func:`poll_pages`), so the
+caller stores each page, and moves the cursor, before asking for the next. ``since`` comes from
 the EHR's own clock, never ours: the newest ``meta.lastUpdated`` seen so far (the watermark) minus
 a safety lag, because a transaction that commits late can carry an older timestamp than
 resources already seen. ``ge`` re-reads equal timestamps and the lag window on every poll; each
 change is still handled once because it is reported as (type, id, versionId), which the inbox
 dedupes on (:func:`adapter.feeds.inbox.dedupe_key`).
 
-Where polling starts: the EHR's clock at the first poll (:func:`server_now`, from the
-``meta.lastUpdated`` of a search Bundle fetched through a ``batch``, http.html#transaction), so
-installing the bridge does not message patients about old changes.
+Where polling starts when a feed has no cursor yet (:func:`start_point`): the last change the
+bridge processed, if any (an upgrade, or a service stopped before its first poll), never further
+back than a limit; else the EHR's clock now (:func:`server_now`, from the ``meta.lastUpdated`` of
+a search Bundle fetched through a ``batch``, http.html#transaction), so installing the bridge does
+not message patients about old changes.
 
 Everything here talks to the EHR only; the database side (watermark, inbox, audit, health) is
 :mod:`adapter.feeds.polling`.
@@ -22,7 +26,8 @@ Everything here talks to the EHR only; the database side (watermark, inbox, audi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,13 +66,15 @@ class PollFeed:
 
 @dataclass(frozen=True)
 class PollResult:
-    """What one poll found: the changes (references with versions, never payloads), the newest
-    ``meta.lastUpdated`` among them (``None`` if none), and the search parameters used."""
+    """What one poll (or one page of it) found: the changes (references with versions, never
+    payloads), the newest ``meta.lastUpdated`` among them (``None`` if none), the search parameters
+    used, and whether more pages follow."""
 
     feed: PollFeed
     params: list[tuple[str, str]]
     changes: list[IncomingNotification]
     newest: str | None
+    more: bool = False
 
 
 def parse_instant(value: str) -> datetime:
@@ -106,13 +113,18 @@ def poll_params(feed: PollFeed, since: str, page_size: int = DEFAULT_PAGE_SIZE) 
     return [*feed.filters, ("_lastUpdated", f"ge{since}"), ("_sort", "_lastUpdated"), ("_count", str(page_size))]
 
 
-async def poll_changes(client: FhirClient, feed: PollFeed, since: str, *,
-                       page_size: int = DEFAULT_PAGE_SIZE, max_pages: int | None = None) -> PollResult:
-    """Searches the changes of ``feed`` at or after ``since`` (every page). Raises
-    :class:`ehr.errors.FhirError` subclasses; more pages than ``max_pages`` raise
-    :class:`ehr.errors.FhirPagingLimitError` (nothing is lost: the watermark does not move)."""
+async def poll_pages(client: FhirClient, feed: PollFeed, since: str, *,
+                     page_size: int = DEFAULT_PAGE_SIZE) -> AsyncGenerator[PollResult, None]:
+    """The changes of ``feed`` at or after ``since``, one page (``_count`` = ``page_size``) at a
+    time, oldest first; ``more`` says whether another page follows. Raises
+    :class:`ehr.errors.FhirError` subclasses."""
     params = poll_params(feed, since, page_size)
-    found = await client.search(feed.resource_type, params, max_pages=max_pages)
+    async with contextlib.aclosing(client.search_pages(feed.resource_type, params)) as pages:
+        async for page in pages:
+            yield _result(feed, params, page.resources, page.more)
+
+
+def _result(feed: PollFeed, params: list[tuple[str, str]], found: Sequence[Any], more: bool) -> PollResult:
     changes: list[IncomingNotification] = []
     newest: str | None = None
     for resource in found:
@@ -131,7 +143,26 @@ async def poll_changes(client: FhirClient, feed: PollFeed, since: str, *,
                 newest = later(newest, updated)
             except ValueError:
                 continue  # queued all the same; a timestamp we cannot read never moves the watermark
-    return PollResult(feed, params, changes, newest)
+    return PollResult(feed, params, changes, newest, more)
+
+
+def start_point(now: str, last_processed: str | None, safety_lag: timedelta,
+                max_lookback: timedelta) -> str | None:
+    """Where a feed without a cursor starts reading, given the EHR's clock ``now`` and the
+    ``meta.lastUpdated`` of the last change the bridge processed (``None``: nothing yet). ``None``
+    means "at ``now``, fetching nothing" (a fresh install); otherwise the last processed moment
+    minus the lag, never before ``now - max_lookback``. An unreadable ``last_processed`` counts as
+    nothing processed."""
+    if last_processed is None:
+        return None
+    try:
+        moment = parse_instant(last_processed) - safety_lag
+    except ValueError:
+        return None
+    current = parse_instant(now)
+    if moment >= current:
+        return None
+    return format_instant(max(moment, current - max_lookback))
 
 
 async def server_now(client: FhirClient, feed: PollFeed) -> str:

@@ -2,7 +2,8 @@
 
 ``status`` reads what the service recorded (no EHR call): each feed's kind, status, last event,
 last run and success, last error class. ``poll-now`` polls the configured feeds once (``feed_mode``
-``polling`` or ``both``), e.g. after an EHR outage, and prints what it queued.
+``polling`` or ``both``, or the ``subscriptions`` mode's reconcile), e.g. after an EHR outage, and
+prints what it queued.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per feed.")] = False,
 ) -> None:
     """Prints each feed's health; exits 1 when one is unhealthy (for monitoring scripts)."""
-    from adapter.feeds.polling import feed_health
+    from adapter.feeds.health import feed_health
     from adapter.feeds.runner import health_stale_after
 
     settings = settings_or_exit()
@@ -56,23 +57,26 @@ def poll_now() -> None:
     """Polls the configured feeds once and prints, per feed, what was found and queued."""
     from datetime import timedelta
 
-    from adapter.feeds.polling import poll_once, polled_feeds
+    from adapter.feeds.polling import poll_once
+    from adapter.feeds.runner import feeds_from_settings
     from adapter.service import make_fhir_client
     from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS
 
     settings = settings_or_exit()
-    feeds = polled_feeds(settings.feed_mode, DEFAULT_SUBSCRIPTION_SPECS)
+    feeds = feeds_from_settings(settings, DEFAULT_SUBSCRIPTION_SPECS)
     if not feeds:
-        raise fail("feed_mode=subscriptions polls nothing: set BRIDGE_FEED_MODE=both (Subscriptions plus a "
-                   "polling reconcile) or polling")
+        raise fail("feed_mode=subscriptions with reconcile_interval_seconds=0 polls nothing: set "
+                   "BRIDGE_RECONCILE_INTERVAL_SECONDS (e.g. 300), or BRIDGE_FEED_MODE=both or polling")
     engine = migrated_engine(settings)
 
     async def run() -> list[str]:
         async with make_fhir_client(settings) as client:
             outcomes = await poll_once(engine, client, feeds,
                                        safety_lag=timedelta(seconds=settings.poll_safety_lag_seconds),
-                                       page_size=settings.poll_page_size)
-        return [f"{o.key}\t{o.status}\tfound {o.found}\tqueued {o.new}\t{o.error or ''}".rstrip() for o in outcomes]
+                                       page_size=settings.poll_page_size,
+                                       max_lookback=timedelta(hours=settings.catchup_max_hours))
+        return [f"{o.key}\t{o.status}\tfound {o.found}\tqueued {o.new}\t"
+                f"{o.error or ('more pages: run again' if o.more else '')}".rstrip() for o in outcomes]
 
     try:
         lines = asyncio.run(run())

@@ -1,7 +1,8 @@
 """The event feeds a running service keeps, besides the classic Subscriptions ensured at start-up
 (:func:`adapter.runtime.keep_subscriptions`): R4 Backport topic subscriptions and their monitor
-(handshakes, event numbers, heartbeats, ``$status``, re-sync), the polling reconcile and the
-periodic subscription manager (:mod:`adapter.feeds.runner`, leader only), and their health.
+(handshakes, event numbers, heartbeats, ``$status``, re-sync), the polling reconcile (its first
+round at start-up: the catch-up) and the periodic subscription manager (:mod:`adapter.feeds.runner`,
+leader only), and their health.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from adapter.feeds.backport_monitor import BackportFeedConfig, BackportFeedMonitor
 from adapter.feeds.backport_monitor import feed_health as backport_feed_health
-from adapter.feeds.polling import feed_health as polled_feed_health
+from adapter.feeds.health import feed_health as polled_feed_health
 from adapter.feeds.runner import health_stale_after, runner_from_settings
 from adapter.settings import Settings
 from ehr.backport import BackportSpec
@@ -80,7 +81,8 @@ async def keep_backport(monitor: BackportFeedMonitor, manage: bool, stop: asynci
 async def keep_feeds(settings: Settings, engine: Engine, fhir: FhirClient, specs: list[SubscriptionSpec],
                      stop: asyncio.Event, *, on_new: Callable[[], None] | None,
                      is_leader: Callable[[], bool] | None) -> None:
-    """The polling reconcile and the periodic subscription manager, on the leader only."""
+    """The polling reconcile (first round at once: the catch-up since the durable cursor) and the
+    periodic subscription manager, on the leader only."""
     runner = runner_from_settings(settings, engine, fhir, specs, on_new=on_new, is_leader=is_leader,
                                   keep_keys=[spec.key for spec in backport_specs(settings)])
     await runner.run(stop, manage_now=False)

@@ -1,6 +1,7 @@
-"""Settings of the event feeds: how EHR changes arrive (Subscriptions, ``_lastUpdated`` polling or both)
-and the topic-based Subscriptions of the Subscriptions R5 Backport IG
-(https://hl7.org/fhir/uv/subscriptions-backport/): topics, payload, heartbeat and gap recovery."""
+"""Settings of the event feeds: how EHR changes arrive (Subscriptions, ``_lastUpdated`` polling or both),
+the reconcile and catch-up that fetch what a rest-hook failed to deliver, and the topic-based
+Subscriptions of the Subscriptions R5 Backport IG (https://hl7.org/fhir/uv/subscriptions-backport/):
+topics, payload, heartbeat and gap recovery."""
 
 from __future__ import annotations
 
@@ -13,16 +14,26 @@ from pydantic import BaseModel, Field, field_validator
 class FeedSettings(BaseModel):
     # --- Event feeds
     feed_mode: Literal["subscriptions", "polling", "both"] = Field(
-        "subscriptions", description="How EHR changes arrive: `subscriptions` (the EHR notifies), `polling` (the "
-        "bridge searches `_lastUpdated` every poll interval; for EHRs without usable Subscriptions) or `both` "
-        "(Subscriptions plus a polling reconcile that catches what a rest-hook failed to deliver).")
+        "subscriptions", description="How EHR changes arrive: `subscriptions` (the EHR notifies; a reconcile poll "
+        "every `reconcile_interval_seconds` fetches what it failed to deliver), `polling` (the bridge searches "
+        "`_lastUpdated` every poll interval and creates no Subscription; for EHRs without usable Subscriptions) "
+        "or `both` (Subscriptions plus a polling reconcile every poll interval).")
     poll_interval_seconds: float = Field(
         60.0, ge=5, le=86400, description="Seconds between two polls of the EHR (`feed_mode` `polling` or `both`).")
+    reconcile_interval_seconds: float = Field(
+        300.0, ge=0, le=86400, description="`feed_mode=subscriptions`: seconds between two reconcile polls, which "
+        "fetch what the EHR failed to deliver (e.g. while the bridge was down) from the last change seen; the "
+        "first runs at start-up. 0 turns the reconcile and the catch-up at start-up off.")
+    catchup_max_hours: float = Field(
+        72.0, ge=1, le=2160, description="Furthest back a poll (catch-up at start-up, reconcile, polling) reaches; "
+        "a feed with no cursor yet starts at the last change processed, at most this far back, or at the EHR's "
+        "current time when nothing was processed yet (a fresh install).")
     poll_safety_lag_seconds: float = Field(
         120.0, ge=0, le=86400, description="How far behind the newest EHR timestamp seen each poll looks again, "
         "so changes the EHR commits late (with an older timestamp) are not missed.")
     poll_page_size: int = Field(
-        100, ge=10, le=1000, description="`_count` of each polling search page (every page is followed).")
+        100, ge=10, le=1000, description="`_count` of each polling search page (pages are stored one at a time, "
+        "up to 50 per round; a longer catch-up continues at the next tick).")
     feed_check_interval_seconds: float = Field(
         300.0, ge=30, le=86400, description="Seconds between two subscription manager runs: re-creates, "
         "re-activates or deletes EHR Subscriptions to match the configuration and refreshes feed health.")
@@ -51,6 +62,14 @@ class FeedSettings(BaseModel):
     backport_resync_margin_seconds: float = Field(
         60.0, ge=0, le=86400, description="How far before the last moment the feed was complete a recovery "
         "search starts (clock differences, late commits).")
+
+    @field_validator("reconcile_interval_seconds")
+    @classmethod
+    def _reconcile_interval(cls, value: float) -> float:
+        if 0 < value < 30:
+            raise ValueError("give 0 to turn the reconcile off, or at least 30 seconds (each reconcile searches "
+                             "the EHR once per feed)")
+        return value
 
     @field_validator("backport_topics")
     @classmethod

@@ -23,7 +23,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.tables import AuditEvent
-from adapter.feeds.polling import feed_health, poll_once, polled_feeds
+from adapter.feeds.health import feed_health
+from adapter.feeds.polling import poll_once, polled_feeds
 from adapter.feeds.tables import FeedState, InboxEvent
 from ehr.client import FhirClient
 from ehr.polling import PollFeed, format_instant, parse_instant, poll_since
@@ -193,6 +194,7 @@ def test_the_cli_polls_now_and_reports_feed_status(
     monkeypatch.setenv("BRIDGE_MODE", "demo")
     monkeypatch.setenv("BRIDGE_DATABASE_URL", f"sqlite:///{tmp_path / 'bridge.db'}")
     monkeypatch.setenv("BRIDGE_FHIR_BASE_URL", own_server.base_url)
+    monkeypatch.setenv("BRIDGE_RECONCILE_INTERVAL_SECONDS", "0")
     runner = CliRunner()
     refused = runner.invoke(feeds_app, ["poll-now"])
     assert refused.exit_code == 1 and "polls nothing" in refused.output

@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.engine import Engine
 
+from adapter.feeds.health import feed_health
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.polling import (
     check_subscriptions,
-    feed_health,
     manage_subscriptions_once,
     polled_feeds,
     subscribed_specs,
