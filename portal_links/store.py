@@ -8,7 +8,7 @@ Every request is recorded in ``link_request`` (:mod:`portal_links.requests`) and
 write transaction, through the host's :class:`portal_links.ports.LinkPorts`, cheaply: a POST's rows
 are inserted in the same transaction as its redeem, a GET/HEAD costs one indexed lookup of the link
 (its id and patient reference, for the audit entry) and the inserts, and a token refused by its
-signature costs the inserts and no lookup of ``link_token``.
+signature or its signed expiry costs the inserts and no lookup of ``link_token``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from portal_links.ports import LinkPorts, RowSink
 from portal_links.tables import LinkToken
 
 from .requests import insert_request
-from .tokens import LinkSigner, TokenRefused, token_hash
+from .tokens import LinkSigner, TokenProblem, TokenRefused, token_hash
 
 PORTAL_PATHS = {"report": "/results", "appointment": "/appointments"}
 DEFAULT_MAX_OPENS = 5
+# How far another instance's clock may be ahead of ours when it mints a link.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class LinkOutcome(Enum):
@@ -82,35 +84,32 @@ class LinkStore:
                method: str = "POST", now: datetime | None = None) -> Redemption:
         """Counts one open if the link is live — one atomic UPDATE — and says where it leads.
 
-        The request is recorded in the same transaction. A token refused by its signature is
-        recorded without any lookup of ``link_token``."""
+        The request is recorded in the same transaction. A token refused by its signature or its
+        signed expiry is recorded without any lookup of ``link_token``."""
         now = now or utcnow()
         log: dict[str, Any] = {"client": client, "user_agent": user_agent, "method": method, "at": now}
         try:
-            self.signer.verify(token, now)
+            self._verify(token, now)
         except TokenRefused as refused:
+            # Forged, altered or past its signed expiry: refused with no lookup of ``link_token`` (the
+            # request is still recorded, naming no link): a dumped or old token costs one INSERT.
             outcome = LinkOutcome(refused.problem.value)
-            if outcome is LinkOutcome.MALFORMED:
-                with self.ports.transaction(engine) as session:
-                    insert_request(session, self.ports.audit, link_id=None, outcome=outcome.value, **log)
-                return Redemption(outcome)
-            signature_expired = True  # well signed but past its time: find the row for the log
-        else:
-            signature_expired = False
+            with self.ports.transaction(engine) as session:
+                insert_request(session, self.ports.audit, link_id=None, outcome=outcome.value, **log)
+            return Redemption(outcome)
         digest = token_hash(token)
         with self.ports.transaction(engine) as session:
-            if not signature_expired:
-                counted = session.execute(
-                    update(LinkToken)
-                    .where(col(LinkToken.token_hash) == digest, col(LinkToken.revoked_at).is_(None),
-                           col(LinkToken.expires_at) > now, col(LinkToken.opens) < col(LinkToken.max_opens))
-                    .values(opens=col(LinkToken.opens) + 1)
-                    .returning(col(LinkToken.id), col(LinkToken.target), col(LinkToken.patient_ref))
-                ).first()
-                if counted is not None:
-                    insert_request(session, self.ports.audit, link_id=counted[0], outcome=LinkOutcome.OPENED.value,
-                                   patient_ref=counted[2], **log)
-                    return Redemption(LinkOutcome.OPENED, counted[1], counted[0], counted[2])
+            counted = session.execute(
+                update(LinkToken)
+                .where(col(LinkToken.token_hash) == digest, col(LinkToken.revoked_at).is_(None),
+                       col(LinkToken.expires_at) > now, col(LinkToken.opens) < col(LinkToken.max_opens))
+                .values(opens=col(LinkToken.opens) + 1)
+                .returning(col(LinkToken.id), col(LinkToken.target), col(LinkToken.patient_ref))
+            ).first()
+            if counted is not None:
+                insert_request(session, self.ports.audit, link_id=counted[0], outcome=LinkOutcome.OPENED.value,
+                               patient_ref=counted[2], **log)
+                return Redemption(LinkOutcome.OPENED, counted[1], counted[0], counted[2])
             row = session.exec(
                 select(col(LinkToken.id), col(LinkToken.revoked_at), col(LinkToken.expires_at),
                        col(LinkToken.patient_ref))
@@ -120,7 +119,7 @@ class LinkStore:
                 result = Redemption(LinkOutcome.UNKNOWN)
             elif row[1] is not None:
                 result = Redemption(LinkOutcome.REVOKED, link_id=row[0])
-            elif signature_expired or row[2] <= now:
+            elif row[2] <= now:
                 result = Redemption(LinkOutcome.EXPIRED, link_id=row[0])
             else:
                 result = Redemption(LinkOutcome.EXHAUSTED, link_id=row[0])
@@ -137,7 +136,7 @@ class LinkStore:
         same), ``MALFORMED`` or ``EXPIRED`` when its signature refuses it (no lookup then)."""
         now = now or utcnow()
         try:
-            self.signer.verify(token, now)
+            self._verify(token, now)
             outcome = LinkOutcome.PREVIEW
         except TokenRefused as refused:
             outcome = LinkOutcome(refused.problem.value)
@@ -150,6 +149,14 @@ class LinkStore:
                            client=client, user_agent=user_agent, method=method, at=now,
                            patient_ref=found[1] if found else None)
         return outcome
+
+    def _verify(self, token: str, now: datetime) -> None:
+        """The signature and the signed validity window, with no lookup: refused when expired, or when
+        it claims a longer life than a link minted now can have (a clock far ahead, or a lifetime
+        longer than the configured one): not yet valid, refused as expired."""
+        verified = self.signer.verify(token, now)
+        if verified.expires_at > now + self.ttl + CLOCK_SKEW:
+            raise TokenRefused(TokenProblem.EXPIRED)
 
     def record_rate_limited(self, engine: Engine, *, client: str | None, user_agent: str | None, method: str,
                             now: datetime | None = None) -> None:

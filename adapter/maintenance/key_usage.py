@@ -14,7 +14,7 @@ from sqlmodel import Session, SQLModel
 
 from adapter.conversation.content import content_context
 from adapter.conversation.tables import ActionRequest, Conversation, InboundMessage
-from adapter.outbox.encoding import recipient_context
+from adapter.outbox.encoding import body_context, recipient_context
 from adapter.outbox.tables import OutboxMessage, RecipientPace, WhatsAppStatus
 from adapter.recipients.contacts import legacy_phone_context, phone_context
 from adapter.recipients.tables import WhatsAppContact
@@ -28,12 +28,17 @@ class EncryptedColumn:
     column: str
     context: Callable[[Row[Any]], str]
     legacy_context: Callable[[Row[Any]], str | None] = lambda row: None
+    # Values written in clear before the column was sealed (JSON, starting with "{"): read as they are,
+    # sealed by re-encryption, counted as "clear".
+    clear_legacy: bool = False
 
 
 ENCRYPTED = (
     EncryptedColumn(WhatsAppContact, "phone_enc", lambda r: phone_context(r.patient_ref, r.phone_index),
                     lambda r: legacy_phone_context(r.patient_ref)),
     EncryptedColumn(OutboxMessage, "recipient_enc", lambda r: recipient_context(r.natural_key)),
+    EncryptedColumn(OutboxMessage, "payload", lambda r: body_context(r.natural_key), clear_legacy=True),
+    EncryptedColumn(OutboxMessage, "fallback", lambda r: body_context(r.natural_key), clear_legacy=True),
     EncryptedColumn(InboundMessage, "content_enc", lambda r: content_context(r.wamid)),
 )
 # Every column holding a blind index (table model, column).
@@ -44,8 +49,8 @@ INDEXED: tuple[tuple[type[SQLModel], str], ...] = (
 
 
 def usage_by_column(engine: Engine) -> dict[str, dict[str, int]]:
-    """Rows per key id, per column: data key ids of encrypted values (``v1:`` marks the old format),
-    index key ids (the 4-byte tag, in hex) of blind indexes."""
+    """Rows per key id, per column: data key ids of encrypted values (``v1:`` marks the old format,
+    ``clear`` a body written before bodies were sealed), index key ids (the 4-byte tag, in hex) of blind indexes."""
     usage: dict[str, dict[str, int]] = {}
     with Session(engine) as session:
         for spec in ENCRYPTED:
@@ -56,7 +61,7 @@ def usage_by_column(engine: Engine) -> dict[str, dict[str, int]]:
             for prefix, rows in session.execute(select(head, func.count()).where(value.is_not(None))
                                                 .group_by(head)).all():
                 version, _, key_id = str(prefix).partition(".")
-                name = key_id if version == "v2" else f"v1:{key_id}"
+                name = key_id if version == "v2" else f"v1:{key_id}" if version == "v1" else "clear"
                 found[name] = found.get(name, 0) + int(rows)
         for model, column in INDEXED:
             table = table_of(model)

@@ -1,5 +1,6 @@
 """Online rotation of the data key: :func:`reencrypt` rewrites every encrypted value not under the
-active data key, one row per transaction (:mod:`adapter.maintenance.rotation_jobs`), while the service
+active data key — and seals the outbox bodies written in clear before bodies were sealed — one row per
+transaction (:mod:`adapter.maintenance.rotation_jobs`), while the service
 keeps serving.
 """
 
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from adapter.audit.trail import Outcome
 from adapter.maintenance.key_usage import ENCRYPTED, EncryptedColumn
 from adapter.maintenance.rotation_jobs import audit_run, compare_and_set, read_page, run_batch, until_done
+from adapter.outbox.encoding import is_clear_body
 from adapter.security.crypto import DecryptionError, FieldCipher, KeySource
 from adapter.storage.db import table_of
 
@@ -44,7 +46,8 @@ def _reencrypt_page(engine: Engine, cipher: FieldCipher, spec: EncryptedColumn, 
     for row in rows:
         stored = getattr(row, spec.column)
         try:
-            plain = cipher.decrypt(stored, context=spec.context(row), legacy_context=spec.legacy_context(row))
+            plain = stored if spec.clear_legacy and is_clear_body(stored) else \
+                cipher.decrypt(stored, context=spec.context(row), legacy_context=spec.legacy_context(row))
         except DecryptionError:
             failed.add(row.id)
             continue

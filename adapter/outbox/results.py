@@ -14,7 +14,6 @@ A batch works in sets: one statement per table, whatever its size (:func:`record
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +35,8 @@ RECORD_TRIES = 3
 RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 # What an outcome may change on a row (bury and the re-plan included); written back with one UPDATE.
 _OUTCOME_COLUMNS = ("state", "wamid", "sent_at", "due_at", "lease_until", "updated_at", "last_error_code",
-                    "last_error_class", "dead_reason", "hook_state", "payload", "delivery_status")
+                    "last_error_class", "dead_reason", "hook_state", "payload", "body_type", "template_name",
+                    "template_language", "delivery_status")
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,10 @@ def disclosure_entry(row: OutboxMessage | None, outbox_id: int, attempt_no: int 
                      via: str | None = None) -> AuditEntry:
     """The audit entry of one send attempt (BALP PrivacyDisclosure): what went (template or message
     type, rule, purpose), for which patient, under which Meta message id; never the number or the text."""
-    payload: dict[str, Any] = json.loads(row.payload) if row is not None and row.payload else {}
-    template = payload.get("template") if payload.get("type") == "template" else None
     detail: dict[str, str | int | None] = {
-        "outbox": outbox_id, "attempt": attempt_no, "result": result, "type": payload.get("type"),
-        "template": template.get("name") if isinstance(template, dict) else None,
+        "outbox": outbox_id, "attempt": attempt_no, "result": result,
+        "type": row.body_type if row is not None else None,  # the body's plain columns: it is sealed
+        "template": row.template_name if row is not None and row.body_type == "template" else None,
         "rule": row.rule_id if row is not None else None, "purpose": row.purpose if row is not None else None}
     if error_code is not None or error_class is not None:
         detail.update(error_code=error_code, error_class=error_class)
@@ -179,6 +178,9 @@ def replan_as_template(session: Session, row: OutboxMessage) -> None:
     if row.fallback is None or row.payload == row.fallback:
         bury(session, row, "24-hour window closed and no template to fall back on", None)
         return
+    # The fallback shares the body's context (adapter.outbox.encoding): it moves sealed, without the key.
+    # It is a template; which one, the next claim reads when it checks its review status.
     row.payload, row.state, row.due_at, row.wamid, row.lease_until = row.fallback, "queued", utcnow(), None, None
+    row.body_type, row.template_name, row.template_language = "template", None, None
     row.delivery_status = None
     session.add(row)

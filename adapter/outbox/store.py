@@ -10,7 +10,6 @@ dead letters :mod:`adapter.outbox.dead_letters` (DESIGN.md, invariants).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from sqlmodel import Session, col, select
 from adapter.outbox import claims, results
 from adapter.outbox import dead_letters as letters
 from adapter.outbox.claims import ClaimedMessage, ClaimRules
-from adapter.outbox.encoding import compact_json, recipient_context
+from adapter.outbox.encoding import body_columns, recipient_context, seal_body
 from adapter.outbox.results import SendOutcome
 from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.contacts import ContactBook
@@ -69,8 +68,10 @@ class OutboxStore:
         return {"natural_key": natural_key, "rule_id": rule_id, "resource_ref": resource_ref,
                 "patient_ref": patient_ref,
                 "recipient_enc": self.cipher.encrypt(recipient, context=recipient_context(natural_key)),
-                "recipient_key": recipient_key, "payload": compact_json(message), "purpose": purpose,
-                "fallback": compact_json({"type": "template", "template": fallback}) if fallback else None,
+                "recipient_key": recipient_key, "payload": seal_body(self.cipher, natural_key, message),
+                **body_columns(message), "purpose": purpose,
+                "fallback": seal_body(self.cipher, natural_key, {"type": "template", "template": fallback})
+                if fallback else None,
                 "state": "queued", "due_at": due_at, "attempts": 0, "created_at": now, "updated_at": now}
 
     @staticmethod
@@ -147,11 +148,7 @@ class OutboxStore:
 
 def notified_language(session: Session, phone_index: bytes, default: str) -> str:
     """The template language of the latest notification to this number (chat replies excluded)."""
-    payload = session.exec(select(OutboxMessage.payload).where(
+    code = session.exec(select(OutboxMessage.template_language).where(
         col(OutboxMessage.recipient_key) == phone_index, col(OutboxMessage.purpose) == "notify",
         col(OutboxMessage.payload).is_not(None)).order_by(col(OutboxMessage.id).desc()).limit(1)).first()
-    try:
-        code = json.loads(payload or "{}")["template"]["language"]["code"]
-    except (KeyError, TypeError, ValueError):
-        return default
     return str(code) if code else default

@@ -31,7 +31,6 @@ Cancelled reminders stay as ``suppressed`` rows with a reason, so a later versio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,10 +42,10 @@ from sqlmodel import Session, col, select
 from adapter.outbox.encoding import recipient_context
 from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import NotificationSkip, OutboxMessage
+from adapter.scheduling.decision import appointment_start
 from adapter.settings import Settings
 from adapter.storage.db import utcnow
 from mappings.context import RenderContext
-from mappings.fhir_time import parse_instant
 from mappings.quiet_hours import QuietHours
 from mappings.render import RenderError, render
 from mappings.rules import Rule
@@ -111,16 +110,6 @@ def cancel_pending(session: Session, appointment_ref: str, reason: str) -> int:
         col(OutboxMessage.natural_key).startswith(f"{KEY_PREFIX}{appointment_ref}:"),
         col(OutboxMessage.state).in_(PENDING)).with_for_update()))
     return len(ReminderPlanner._cancel(session, rows, reason, utcnow()))
-
-
-def appointment_start(appointment: dict[str, Any]) -> datetime | None:
-    text = appointment.get("start")
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError:
-        return None
 
 
 class PlanFacts(Protocol):
@@ -253,10 +242,12 @@ class ReminderPlanner:
         due = due_time(start, offset, self.policy)
         if due <= now or row.recipient_enc is None or facts.existing([key]):
             return False
+        language = row.template_language  # a plain column: the body itself is sealed
         try:
-            language = json.loads(row.payload or "{}")["template"]["language"]["code"]
-            template = render(reminder, appointment, self.context(str(language)))
+            template = render(reminder, appointment, self.context(language)) if language else None
         except (KeyError, TypeError, ValueError, RenderError):
+            template = None
+        if template is None:
             self._skip(session, facts, reminder.id, appointment, row.patient_ref, "reminder_not_moved", done)
             return False
         recipient = self.outbox.cipher.decrypt(row.recipient_enc, context=recipient_context(row.natural_key))

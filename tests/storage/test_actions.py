@@ -23,6 +23,7 @@ from ehr.errors import FhirUnavailableError
 from ehr.writeback import WriteOutcome
 from mappings.conversation import Conversation as Texts
 from tests.support.asgi_server import serve_in_thread
+from tests.support.bodies import body
 from tests.support.stores import outbox_store
 
 NUMBER = "+12015550181"
@@ -75,7 +76,7 @@ def request(engine: Engine, kind: str, *, urgent: bool = False) -> int:
 
 def replies(engine: Engine) -> list[str]:
     with Session(engine) as session:
-        return [json.loads(r.payload or "{}").get("text", {}).get("body", "")
+        return [body(r).get("text", {}).get("body", "")
                 for r in session.exec(select(OutboxMessage).where(col(OutboxMessage.rule_id) == "chat.reply"))]
 
 

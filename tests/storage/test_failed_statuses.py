@@ -3,7 +3,6 @@ error, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import transaction, utcnow
+from tests.support.bodies import body
 from tests.support.stores import outbox_store
 from whatsapp.webhook import parse_webhook
 
@@ -86,7 +86,7 @@ def test_window_closed_becomes_the_template(engine: Engine) -> None:
     outbox = outbox_store(engine)
     sent_message(outbox, free_form=True)
     failed = fail(outbox, 131047, "Re-engagement message")
-    assert failed.state == "queued" and json.loads(failed.payload or "")["template"]["name"] == "service_update"
+    assert failed.state == "queued" and body(failed)["template"]["name"] == "service_update"
 
 
 @pytest.mark.parametrize("code", [190, 368, 131031, 131042])

@@ -21,6 +21,7 @@ from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.recipients.tables import ConsentRecord, WhatsAppContact
 from adapter.storage.db import transaction, utcnow
 from mappings.conversation import Conversation
+from tests.support.bodies import body_text
 from tests.support.stores import outbox_store
 from whatsapp.webhook import parse_webhook
 
@@ -94,10 +95,10 @@ def test_stop_suppresses_queued_messages_confirms_once_and_start_resumes(engine:
     [reminder] = outbox_rows(engine, "reminder")
     assert reminder.state == "suppressed"
     [confirmation] = outbox_rows(engine, "chat.consent")
-    assert confirmation.purpose == "consent" and "START" in (confirmation.payload or "")
+    assert confirmation.purpose == "consent" and "START" in body_text(confirmation)
     deliver(engine, processor, text_from(101, "Start"))
     assert consent(engine, "Patient/1") == OPTED_IN
-    payloads = [r.payload or "" for r in outbox_rows(engine, "chat.consent")]
+    payloads = [body_text(r) for r in outbox_rows(engine, "chat.consent")]
     assert len(payloads) == 2 and "START" in payloads[0] and "STOP" in payloads[1]
 
 
@@ -107,7 +108,7 @@ def test_spanish_and_chinese_stop_words_reply_in_their_language(engine: Engine) 
     queue_for(outbox, "Patient/3", 103, "r3")
     deliver(engine, processor, text_from(102, "Baja"))
     deliver(engine, processor, text_from(103, "退订"))
-    replies = {r.patient_ref: r.payload or "" for r in outbox_rows(engine, "chat.consent")}
+    replies = {r.patient_ref: body_text(r) for r in outbox_rows(engine, "chat.consent")}
     assert "INICIAR" in replies["Patient/2"] and "开始" in replies["Patient/3"]
 
 

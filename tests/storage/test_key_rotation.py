@@ -112,14 +112,14 @@ def test_data_key_rotation_rewrites_every_value_and_the_old_key_can_be_retired(e
     seed(engine, ring)
     old = ring.current().active_data
     indexes_before = key_usage(engine)[ring.current().active_index]
-    assert key_usage(engine)[old] == 3 * PATIENTS  # numbers, recipients, inbound contents
+    assert key_usage(engine)[old] == 4 * PATIENTS  # numbers, recipients, message bodies, inbound contents
     new = ring.rotate("data")
     all_readable(engine, ring)  # mid-rotation: old values still read
     counts = reencrypt(engine, ring, batch_size=3)
-    assert counts == {"wa_contact.phone_enc": PATIENTS, "outbox.recipient_enc": PATIENTS,
-                      "wa_inbound.content_enc": PATIENTS, "failed": 0}
+    assert counts == {"wa_contact.phone_enc": PATIENTS, "outbox.recipient_enc": PATIENTS, "outbox.payload": PATIENTS,
+                      "outbox.fallback": 0, "wa_inbound.content_enc": PATIENTS, "failed": 0}
     usage = key_usage(engine)
-    assert old not in usage and usage[new] == 3 * PATIENTS
+    assert old not in usage and usage[new] == 4 * PATIENTS
     assert usage[ring.current().active_index] == indexes_before  # the blind indexes did not move
     assert reencrypt(engine, ring, batch_size=3)["wa_contact.phone_enc"] == 0  # idempotent
     assert audited(engine, "reencrypt") == 2

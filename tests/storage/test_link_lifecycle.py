@@ -175,13 +175,15 @@ def test_altered_token_is_refused_and_recorded_without_a_link_token_lookup(engin
     assert len(rows) == 2 * len(alterations) and {(r.outcome, r.link_id) for r in rows} == {("malformed", None)}
 
 
-def test_expired_link_is_recorded_expired_with_its_id(engine: Engine) -> None:
+def test_expired_link_is_recorded_expired_without_a_lookup(engine: Engine) -> None:
     store = LinkStore(LinkSigner(KEY), timedelta(hours=1), LINK_PORTS)
     token = mint(engine, store, now=utcnow() - timedelta(hours=1, seconds=1))
-    assert store.redeem(engine, token).outcome is LinkOutcome.EXPIRED
-    assert store.preview(engine, token) is LinkOutcome.EXPIRED
+    with statements_touching_link_token(engine) as seen:  # the signed expiry alone refuses it
+        assert store.redeem(engine, token).outcome is LinkOutcome.EXPIRED
+        assert store.preview(engine, token) is LinkOutcome.EXPIRED
+    assert seen == []
     rows = requests_of(engine)
-    assert [r.outcome for r in rows] == ["expired", "expired"] and rows[0].link_id is not None
+    assert [(r.outcome, r.link_id) for r in rows] == [("expired", None), ("expired", None)]
 
 
 def test_revocation_at_every_level_is_one_update_effective_at_once(engine: Engine) -> None:

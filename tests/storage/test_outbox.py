@@ -3,7 +3,6 @@ record an attempt first, retries, dead letters and re-drive, and encrypted recip
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -15,6 +14,7 @@ from adapter.outbox.results import SendOutcome
 from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import OutboxMessage, SendAttempt
 from adapter.storage.db import transaction, utcnow
+from tests.support.bodies import body
 from tests.support.stores import outbox_store
 
 RECIPIENT = "+12015550123"
@@ -141,7 +141,7 @@ def test_payload_is_compact_json(engine: Engine) -> None:
     enqueue(outbox)
     with Session(engine) as session:
         row = session.exec(select(OutboxMessage)).one()
-    assert json.loads(row.payload or "")["template"] == TEMPLATE
+    assert body(row)["template"] == TEMPLATE
 
 
 def test_concurrent_claims_never_share_a_row(engine: Engine) -> None:

@@ -4,7 +4,6 @@ message per day, the daily cap, and the quiet-hours arithmetic itself."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +20,7 @@ from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import transaction
 from mappings.quiet_hours import QuietHours, QuietHoursError
+from tests.support.bodies import body
 from tests.support.synthetic import synthetic_appointment, synthetic_patient
 
 ZONE = ZoneInfo("Europe/Madrid")
@@ -81,7 +81,7 @@ def test_a_booked_appointment_gets_reminders_two_days_and_two_hours_before(engin
     assert [due_local(row) for row in rows] == [(start - timedelta(days=2)).astimezone(ZONE),
                                                 (start - timedelta(hours=2)).astimezone(ZONE)]
     assert len(decision.queued) == 3  # the confirmation and two reminders
-    payload = json.loads(rows[0].payload or "{}")
+    payload = body(rows[0], cipher=d.outbox.cipher)
     assert payload["type"] == "template" and payload["template"]["name"] == "appointment_reminder"
     assert "components" in payload["template"] and all(c["type"] == "body" for c in payload["template"]["components"])
     # Processing the same appointment again (a new version, nothing changed) adds nothing.
@@ -127,14 +127,14 @@ def test_a_reschedule_moves_pending_reminders(engine: Engine) -> None:
     d = decider(engine)
     start, later = local(4, 15), local(6, 10)
     d.record(appointment(start, 1), patient())
-    old_bodies = [json.loads(row.payload or "{}") for row in reminders(engine)]
+    old_bodies = [body(row, cipher=d.outbox.cipher) for row in reminders(engine)]
     d.record(appointment(later, 2), None)  # still booked, new start: no rule fires, no Patient read
     moved = reminders(engine)
     assert [due_local(row) for row in moved] == [(later - timedelta(days=2)).astimezone(ZONE),
                                                  (later - timedelta(hours=2)).astimezone(ZONE)]
     assert all(parse_key(row.natural_key) is not None and parse_key(row.natural_key)[1] == later  # type: ignore[index]
                for row in moved)
-    new_bodies = [json.loads(row.payload or "{}") for row in moved]
+    new_bodies = [body(row, cipher=d.outbox.cipher) for row in moved]
     assert new_bodies[0]["template"]["components"] != old_bodies[0]["template"]["components"]  # the new date
     assert {row.dead_reason for row in reminders(engine, "suppressed")} == {
         "reminder cancelled: appointment rescheduled"}

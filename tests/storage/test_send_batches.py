@@ -6,7 +6,6 @@ paces from Meta's answers."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections import Counter
@@ -29,6 +28,7 @@ from adapter.outbox.tables import OutboxMessage, RecipientPace, SendAttempt
 from adapter.outbox.templates import record_states
 from adapter.recipients.consent import OPTED_OUT, set_consent
 from adapter.storage.db import transaction, utcnow
+from tests.support.bodies import body
 from tests.support.stores import outbox_store
 
 TEMPLATE = {"name": "results_ready", "language": {"code": "en_US"}, "components": []}
@@ -203,7 +203,7 @@ def test_a_replaced_template_is_what_goes_and_what_the_row_keeps(engine: Engine)
     by_id = {m.outbox_id: m.request["template"]["name"] for m in outbox.claim_due(10)}
     found = rows(engine)
     assert by_id == {found["paused"].id: "service_update", found["fine"].id: "appointment_reminder"}
-    assert json.loads(found["paused"].payload or "")["template"]["name"] == "service_update"
+    assert body(found["paused"])["template"]["name"] == "service_update"
     raised = {alert.dedupe_key for alert in open_alerts(engine)}
     assert any(key.startswith("template_fallback:results_ready/en_US is PAUSED") for key in raised)
 
@@ -249,7 +249,7 @@ def test_each_outcome_lands_on_its_own_row(engine: Engine) -> None:
         elif outcome.result == "dead":
             assert (row.state, row.dead_reason, row.hook_state) == ("dead", outcome.dead_reason, "pending")
         else:  # replan: the fallback template, now
-            assert row.state == "queued" and json.loads(row.payload or "")["template"] == FALLBACK
+            assert row.state == "queued" and body(row)["template"] == FALLBACK
     with Session(engine) as session:
         audited = session.exec(select(AuditEvent.entity_ref).where(col(AuditEvent.kind) == "disclosure")).all()
     assert len(audited) == 10 and "message/wamid." + str(claimed[0].outbox_id) in audited

@@ -3,7 +3,6 @@ effectively-once keys, skips with reasons, and the PHI guard's dead letter."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import transaction
 from portal_links.tables import LinkToken
+from tests.support.bodies import body
 from tests.support.synthetic import synthetic_appointment, synthetic_diagnostic_report, synthetic_patient
 
 PATIENT_REF = "Patient/p1"
@@ -102,7 +102,7 @@ def test_results_ready_carries_a_link_and_tokens_are_stored_hashed(engine: Engin
     report = synthetic_diagnostic_report(PATIENT_REF, status="final", report_id="r1")
     d.record(version(report, 1), patient())
     [row] = outbox(engine)
-    template = json.loads(row.payload or "")["template"]
+    template = body(row, cipher=d.outbox.cipher)["template"]
     token = next(c for c in template["components"] if c.get("sub_type") == "url")["parameters"][0]["text"]
     with Session(engine) as session:
         link = session.exec(select(LinkToken)).one()
@@ -146,6 +146,6 @@ def test_strict_profile_sends_no_date_time_or_site(engine: Engine, appointment: 
     consent(engine)
     d.record(version(appointment, 1), patient())
     [row] = outbox(engine)
-    template = json.loads(row.payload or "")["template"]
+    template = body(row, cipher=d.outbox.cipher)["template"]
     assert template["name"] == "appointment_confirmation_minimal"
     assert all(c["type"] == "button" for c in template["components"])

@@ -23,6 +23,7 @@ from adapter.service import build_service
 from adapter.settings import load_settings
 from adapter.storage.db import transaction
 from portal_links.tokens import token_hash
+from tests.support.bodies import body
 from tests.support.synthetic import synthetic_appointment, synthetic_patient
 from whatsapp.catalogue import TemplateCatalogue
 
@@ -112,8 +113,8 @@ def test_a_fulfilled_appointment_is_asked_about_once(engine: Engine) -> None:
     decider.record(fulfilled(5, status="fulfilled"), None)  # fulfilled again: once per appointment all the same
     rows = surveys(engine)
     assert len(rows) == 1 and rows[0].natural_key == "survey:Appointment/a1"
-    assert json.loads(rows[0].payload or "{}")["type"] == "interactive"
-    assert json.loads(rows[0].fallback or "{}")["template"]["name"] == survey.SURVEY_TEMPLATE
+    assert body(rows[0], cipher=decider.outbox.cipher)["type"] == "interactive"
+    assert body(rows[0], "fallback", decider.outbox.cipher)["template"]["name"] == survey.SURVEY_TEMPLATE
 
 
 def test_no_survey_without_consent_or_when_turned_off(engine: Engine) -> None:
