@@ -24,7 +24,7 @@ from adapter.http.health import health
 from adapter.http.whatsapp_webhook import build_webhook_router
 from adapter.ops.instances import hold_instance
 from adapter.portal_assertion import portal_assertion
-from adapter.runtime import keep_subscriptions, keep_template_states
+from adapter.runtime import keep_alive, keep_subscriptions, keep_template_states
 from adapter.security.access import AccessControl
 from adapter.service import Service, build_service, start, stop
 from adapter.settings import Settings
@@ -46,7 +46,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         await start(service)
         assert service.pipeline is not None
         stop_event = asyncio.Event()
-        tasks = [asyncio.create_task(service.pipeline.run(stop_event), name="pipeline")]
+        tasks = [asyncio.create_task(service.pipeline.run(stop_event), name="pipeline"),
+                 asyncio.create_task(keep_alive(service, stop_event), name="heartbeat")]
         leader = service.leadership.is_leader if service.leadership else None
         if settings.manage_subscriptions and (leader is None or await asyncio.to_thread(leader)):
             tasks.append(asyncio.create_task(keep_subscriptions(service, stop_event), name="subscriptions"))

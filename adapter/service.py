@@ -24,14 +24,17 @@ from adapter.conversation.chat import ChatPolicy, ChatReplies
 from adapter.conversation.inbound import InboundProcessor
 from adapter.feeds.backport_monitor import BackportFeedMonitor
 from adapter.feeds.inbox import InboxStore
+from adapter.feeds.tables import BackportFeed, InboxEvent
 from adapter.feeds.tasks import backport_monitor, ping_specs
 from adapter.maintenance.housekeeping import Housekeeping
 from adapter.maintenance.retention import RetentionPolicy
 from adapter.ops.instances import Leadership
+from adapter.ops.liveness import LeasedTable, Liveness, LivenessConfig, default_name
 from adapter.outbox.claims import ClaimRules
 from adapter.outbox.dispatch import Dispatcher, RetryPolicy
 from adapter.outbox.fallback_hook import FallbackHook
 from adapter.outbox.store import OutboxStore
+from adapter.outbox.tables import OutboxMessage
 from adapter.outbox.templates import TemplateGate
 from adapter.outbox.throughput import TokenBucket
 from adapter.pipeline import Pipeline
@@ -45,7 +48,7 @@ from adapter.scheduling.reminders import policy_from_settings as reminder_policy
 from adapter.security.crypto import BlindIndex, FieldCipher
 from adapter.security.keys import service_keys
 from adapter.settings import Settings, SettingsError
-from adapter.storage.db import make_engine
+from adapter.storage.db import make_engine, table_of
 from ehr.auth_settings import auth_from_settings
 from ehr.client import FhirClient
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, SubscriptionState
@@ -83,6 +86,7 @@ class Service:
     hook: FallbackHook | None = None
     actions: ActionRunner | None = None
     leadership: Leadership | None = None  # who runs the periodic jobs when several instances share PostgreSQL
+    liveness: Liveness | None = None  # this boot's heartbeat; names the owner of every lease it takes
     backport: BackportFeedMonitor | None = None
     template_sync_error: str | None = None
     subscriptions: list[SubscriptionState] = field(default_factory=list)
@@ -92,6 +96,7 @@ class Service:
 def build_service(settings: Settings, *, engine: Engine | None = None) -> Service:
     """The synchronous part of the graph; refuses to build on bad rules or templates."""
     engine = engine or make_engine(settings.database_url)
+    liveness = make_liveness(settings, engine)
     catalogue = TemplateCatalogue.load(public_base_url=settings.public_base_url)
     rules = load_rules(settings.mappings_dir, catalogue, settings.phi_profile)
     keys = service_keys(settings)  # a keyring file (wrapped keys) or the key settings
@@ -101,6 +106,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
         pair_interval=timedelta(seconds=settings.whatsapp_pair_interval_seconds),
         templates=TemplateGate(settings.whatsapp_fallback_template),
         send_lease=timedelta(seconds=settings.send_lease_seconds),
+        owner=liveness.owner, in_doubt_grace=timedelta(seconds=settings.in_doubt_grace_seconds),
         reminder_gate=ReminderGate(reminder_policy(settings))))
     links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key"), previous=settings.previous_link_keys()),
                       timedelta(hours=settings.link_ttl_hours), LINK_PORTS)
@@ -127,8 +133,19 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     except AuditKeyError as error:
         raise SettingsError([f"audit_signing_key_file: {error}"]) from error
     inbox = InboxStore(engine, timedelta(seconds=settings.inbox_lease_seconds))
+    inbox.owner = liveness.owner
     return Service(settings, engine, catalogue, rules, cipher, inbox, outbox, links, decider, specs,
-                   inbound, replies, audit_signer)
+                   inbound, replies, audit_signer, liveness=liveness)
+
+
+def make_liveness(settings: Settings, engine: Engine) -> Liveness:
+    """This boot's identity and heartbeat, over the tables whose rows carry a lease."""
+    tables = (LeasedTable("message(s)", table_of(OutboxMessage), in_doubt=True),
+              LeasedTable("EHR event(s)", table_of(InboxEvent)), LeasedTable("feed check(s)", table_of(BackportFeed)))
+    return Liveness(engine, settings.instance_name or default_name(settings.http_port), tables, LivenessConfig(
+        heartbeat=timedelta(seconds=settings.heartbeat_seconds),
+        dead_after=timedelta(seconds=settings.instance_dead_after_seconds),
+        in_doubt_grace=timedelta(seconds=settings.in_doubt_grace_seconds)))
 
 
 def make_fhir_client(settings: Settings) -> FhirClient:
@@ -147,7 +164,10 @@ def make_sender(settings: Settings) -> CloudApiSender:
 async def start(service: Service) -> None:
     """Opens the network clients and composes the pipeline (needs a running event loop)."""
     settings = service.settings
-    service.leadership = service.leadership or Leadership(service.engine)
+    if service.liveness is not None:  # before any claim: a restart takes its earlier boot's leases back at once
+        await asyncio.to_thread(service.liveness.start)
+    name = f"{service.liveness.name}/{service.liveness.boot_id}" if service.liveness else None
+    service.leadership = service.leadership or Leadership(service.engine, name=name)
     service.fhir = make_fhir_client(settings)
     service.sender = make_sender(settings)
     service.dispatcher = Dispatcher(
@@ -160,6 +180,7 @@ async def start(service: Service) -> None:
         concurrency=settings.whatsapp_max_connections,
         # Each instance sends its share of the number's rate (settings: instance_count).
         bucket=TokenBucket(settings.whatsapp_messages_per_second / settings.instance_count),
+        alive_until=service.liveness.alive_until if service.liveness else None,
     )
     if settings.undeliverable_hook_url:
         service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url, leadership=service.leadership)
@@ -176,6 +197,8 @@ async def start(service: Service) -> None:
                                 leadership=service.leadership)
     service.backport = backport_monitor(settings, service.engine, service.fhir,
                                         on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None)
+    if service.backport is not None and service.liveness is not None:
+        service.backport.owner = service.liveness.owner
     service.pipeline = Pipeline(service.engine, service.inbox, service.decider, service.fhir, service.dispatcher,
                                 {**service.specs, **ping_specs(settings)}, tick_seconds=settings.tick_seconds,
                                 inbound=service.inbound, hook=service.hook, actions=service.actions,
@@ -185,6 +208,8 @@ async def start(service: Service) -> None:
 async def stop(service: Service) -> None:
     if service.leadership is not None:
         await asyncio.to_thread(service.leadership.release)
+    if service.liveness is not None:
+        await asyncio.to_thread(service.liveness.stop)
     if service.actions is not None:
         await service.actions.aclose()
     if service.hook is not None:

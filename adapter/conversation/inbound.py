@@ -6,7 +6,8 @@ read once, in a batch claimed with ``SKIP LOCKED``:
 - the sender is found by number, or by business-scoped user id when Meta sent no number
   (https://developers.facebook.com/docs/whatsapp/cloud-api/business-scoped-user-ids); a message
   with both links the two;
-- the message opens the 24-hour customer service window, from its own timestamp;
+- the message opens the 24-hour customer service window, from its own timestamp but never from later
+  than its receipt (:func:`adapter.recipients.contacts.written_at`);
 - ``user_changed_number`` moves the sender's contact rows and queued messages to the new number;
 - an emergency word, STOP or START is acted on whatever else holds
   (:mod:`adapter.conversation.commands`), even when the message arrives a day late;
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -46,7 +46,7 @@ from adapter.conversation.taps import tap
 from adapter.conversation.turn import Turn
 from adapter.outbox.encoding import recipient_context
 from adapter.outbox.tables import OutboxMessage
-from adapter.recipients.contacts import SERVICE_WINDOW, ContactBook, e164_from_wa_id
+from adapter.recipients.contacts import SERVICE_WINDOW, ContactBook, e164_from_wa_id, written_at
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import transaction, utcnow
 
@@ -118,7 +118,8 @@ class InboundProcessor:
             note.detail["redacted"] = ",".join(sorted(set(content.sensitive)))
         if content.from_id and content.from_user_id:
             self.contacts.link_user_id(session, contacts, content.from_user_id)
-        self.contacts.record_inbound(session, contacts, datetime.fromtimestamp(row.meta_timestamp, UTC))
+        written = written_at(row.meta_timestamp, row.received_at)
+        self.contacts.record_inbound(session, contacts, written)
         if content.type == "system":
             if content.system_type in CHANGED_NUMBER and content.new_wa_id:
                 self._change_number(session, contacts, content.new_wa_id, content.new_user_id)
@@ -127,7 +128,7 @@ class InboundProcessor:
         turn = Turn(self.replies, self.policy, session, row, content, contacts)
         # Delivered a day late (Meta retried, or we were down): too late to chat about it, but a STOP,
         # START or an emergency still counts.
-        late = utcnow() - datetime.fromtimestamp(row.meta_timestamp, UTC) >= SERVICE_WINDOW
+        late = utcnow() - written >= SERVICE_WINDOW
         if late and (not turn.match or turn.match.intent not in ("stop", "start", "emergency")):
             return "too_old"
         outcome = _route(turn)

@@ -75,6 +75,7 @@ class BackportFeedMonitor:
         self.master_secret = master_secret
         self.on_stored = on_stored  # e.g. Pipeline.wake_inward
         self._events_supported: bool | None = None
+        self.owner: str | None = None  # this boot's id in lease_owner (adapter.ops.liveness)
 
     # --- set-up
 
@@ -253,7 +254,7 @@ class BackportFeedMonitor:
                 .with_for_update(skip_locked=True)).first()
             if row is None:
                 return None
-            row.lease_until = utcnow() + self.config.lease
+            row.lease_until, row.lease_owner = utcnow() + self.config.lease, self.owner
             session.add(row)
             return row
 
@@ -261,7 +262,7 @@ class BackportFeedMonitor:
         with transaction(self.engine) as session:
             row = session.get(BackportFeed, key)
             if row is not None:
-                row.lease_until = None
+                row.lease_until, row.lease_owner = None, None
                 session.add(row)
 
 

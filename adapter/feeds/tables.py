@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, String
+from sqlalchemy import Column, Index, String, text
 from sqlmodel import Field, SQLModel
 
 from adapter.storage.claimable import claimable_index
 
+LEASED = text("lease_until IS NOT NULL")  # only leased rows: the index stays as small as the work in hand
 INBOX_CLAIMABLE = ("pending",)  # done and dead are finished: the claim never reads them
 
 
@@ -21,7 +22,9 @@ class InboxEvent(SQLModel, table=True):
     __tablename__ = "inbox_event"
     __table_args__ = (Index("ix_inbox_due", "state", "next_attempt_at"),
                       # The claim reads pending events in id order (adapter.feeds.inbox).
-                      claimable_index("ix_inbox_claimable", "id", states=INBOX_CLAIMABLE))
+                      claimable_index("ix_inbox_claimable", "id", states=INBOX_CLAIMABLE),
+                      # A dead instance's leases are released by owner (adapter.ops.liveness).
+                      Index("ix_inbox_leased", "lease_owner", postgresql_where=LEASED, sqlite_where=LEASED))
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_column=Column(String(400), nullable=False, unique=True))
@@ -34,6 +37,7 @@ class InboxEvent(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime
     lease_until: datetime | None = None
+    lease_owner: str | None = Field(default=None, max_length=32)  # the boot id of the instance holding it
     last_error: str | None = Field(default=None, max_length=200)
     received_at: datetime
     processed_at: datetime | None = None
@@ -103,4 +107,5 @@ class BackportFeed(SQLModel, table=True):
     last_recovery_at: datetime | None = None
     last_recovery: str | None = Field(default=None, max_length=32)  # gap | heartbeat | error | off
     lease_until: datetime | None = None  # an instance is checking this feed
+    lease_owner: str | None = Field(default=None, max_length=32)  # the boot id of that instance
     updated_at: datetime

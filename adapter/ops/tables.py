@@ -32,3 +32,15 @@ class OperatorAlert(SQLModel, table=True):
     detail: str = Field(max_length=300)
     created_at: datetime
     acknowledged_at: datetime | None = None
+
+
+class ServiceInstance(SQLModel, table=True):
+    """One boot of one service instance and its heartbeat (:mod:`adapter.ops.liveness`). Leases name
+    the boot that holds them; a boot whose heartbeat stopped has its leases released by the others."""
+
+    __tablename__ = "service_instance"
+
+    boot_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=120, index=True)  # settings: instance_name (stable across restarts)
+    started_at: datetime
+    heartbeat_at: datetime

@@ -1,10 +1,13 @@
 """Claiming due outbox rows for sending, under WhatsApp's rules, in one transaction.
 
-Due rows, and rows whose sending lease expired (an instance died mid-send), are claimed with
-``SKIP LOCKED``, so several instances share the work; each claim records a
+Due rows, and rows whose sending lease expired or was released (an instance died mid-send:
+:mod:`adapter.ops.liveness`), are claimed with ``SKIP LOCKED``, so several instances share the work;
+each claim names its instance in ``lease_owner`` and records a
 :class:`~adapter.outbox.tables.SendAttempt` before the call, because the Cloud API has no idempotency
-key (DESIGN.md, invariants). In the same transaction: opted-out patients get nothing but the
-STOP/START confirmation; one recipient gets at most one message per pair interval (Meta's pair rate
+key (DESIGN.md, invariants). So a row taken over while still ``sending`` is in doubt: it is skipped
+if a stored status names it by our ``biz_opaque_callback_data`` (it was sent; applying that status
+settles it), and only otherwise sent again. In the same transaction: opted-out patients get nothing
+but the STOP/START confirmation; one recipient gets at most one message per pair interval (Meta's pair rate
 limit, about one per 6 s) without holding anyone else back; a free-form message outside the 24-hour
 customer service window becomes its fallback template; and only approved templates go out
 (:mod:`adapter.outbox.templates`). Held-back rows get a later ``due_at`` (or are suppressed) and no
@@ -13,32 +16,37 @@ attempt; they are not audited as disclosures: nothing left the building.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select as select_columns
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
 from adapter.ops.alerts import raise_alert
+from adapter.outbox import appointment_gate
 from adapter.outbox.batch_writes import insert_attempts, take_paces, write_back
-from adapter.outbox.encoding import callback_data, compact_json, recipient_context
-from adapter.outbox.tables import OUTBOX_CLAIMABLE, OutboxMessage, RecipientPace
+from adapter.outbox.encoding import body_columns, callback_data, open_body, recipient_context, seal_body
+from adapter.outbox.tables import OUTBOX_CLAIMABLE, OutboxMessage, RecipientPace, WhatsAppStatus
 from adapter.outbox.templates import TemplateGate, TemplateView
 from adapter.recipients.consent import OPTED_OUT
 from adapter.recipients.contacts import ContactBook, window_open
 from adapter.recipients.tables import ConsentRecord
 from adapter.security.crypto import FieldCipher
 from adapter.storage.claimable import in_states, indexed_by
-from adapter.storage.db import transaction, utcnow
+from adapter.storage.db import table_of, transaction, utcnow
 
 SEND_LEASE = timedelta(minutes=2)
 TEMPLATE_HOLD = timedelta(minutes=5)
 _CLAIMABLE = indexed_by(OutboxMessage, "ix_outbox_claimable")
 # What the claim may change on a row; all of them written back, for every row, with one UPDATE.
-_CLAIM_COLUMNS = ("state", "due_at", "lease_until", "updated_at", "attempts", "payload", "dead_reason")
+_CLAIM_COLUMNS = ("state", "due_at", "lease_until", "updated_at", "attempts", "payload", "body_type", "template_name",
+                  "template_language", "dead_reason", "lease_owner")
+_status = table_of(WhatsAppStatus)
+_pace = table_of(RecipientPace)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class ClaimRules:
     pair_interval: timedelta = timedelta(seconds=6)
     templates: TemplateGate = field(default_factory=TemplateGate)
     send_lease: timedelta = SEND_LEASE  # settings: send_lease_seconds (an instance that dies mid-send)
+    owner: str | None = None  # this boot's id, written in lease_owner (adapter.ops.liveness)
+    # settings: in_doubt_grace_seconds; how long a message taken over in doubt waits again for its status
+    in_doubt_grace: timedelta = timedelta(seconds=5)
     # Reminders re-checked when they come due (adapter.scheduling.reminder_gate):
     # None send, datetime wait, str suppress.
     reminder_gate: Callable[[str, datetime], datetime | str | None] | None = None
@@ -109,12 +120,19 @@ def claim_due(engine: Engine, cipher: FieldCipher, rules: ClaimRules, limit: int
         ))
         if not rows:
             return []
+        sent_already = _sent_in_doubt(session, rows)
+        _end_provisional_paces(session, [row for row in rows if row.id not in sent_already], rules, now)
         batch = _BatchFacts.load(session, rows, rules)
         with session.no_autoflush:  # the rows change in memory and are written once, by write_back
-            passing = [row for row in rows if not _hold_back(session, rules, row, batch, now)]
+            for row in rows:
+                if row.id in sent_already:  # its status settles it (adapter.outbox.statuses): never resent
+                    row.lease_until, row.lease_owner = now + rules.in_doubt_grace, None
+            passing = [row for row in rows if row.id not in sent_already
+                       and not _hold_back(session, cipher, rules, row, batch, now)]
             taken = _paced(session, rules, passing, now)
             for row in taken:
                 row.state, row.lease_until, row.updated_at = "sending", now + rules.send_lease, now
+                row.lease_owner = rules.owner
                 row.attempts += 1
             write_back(session, rows, _CLAIM_COLUMNS)
         attempt_ids = insert_attempts(session, [
@@ -123,9 +141,33 @@ def claim_due(engine: Engine, cipher: FieldCipher, rules: ClaimRules, limit: int
         return [_claimed(cipher, rules, row, attempt_ids[row.id or 0], now) for row in taken]
 
 
+def _sent_in_doubt(session: Session, rows: list[OutboxMessage]) -> set[int]:
+    """The rows of the batch in doubt — still ``sending``: an attempt was recorded before the call and
+    its instance died or its lease ran out before recording what happened, so the message may have
+    left — that a stored status (applied or not) names by our callback data: those were sent. One
+    query for the batch, on the index of statuses by callback data."""
+    doubtful = {callback_data(row.id or 0): row.id or 0 for row in rows if row.state == "sending"}
+    if not doubtful:
+        return set()
+    named = session.execute(select_columns(_status.c.callback_data)
+                            .where(_status.c.callback_data.in_(list(doubtful))))
+    return {doubtful[data] for data in named.scalars()}
+
+
+def _end_provisional_paces(session: Session, rows: list[OutboxMessage], rules: ClaimRules, now: datetime) -> None:
+    """A message taken over in doubt still holds its recipient's provisional pace (set at its claim to
+    last the lease, until the send reports): no report will come, so that reservation ends now. One
+    UPDATE; a pace no later than one interval ahead is a reported send's and stays."""
+    keys = {row.recipient_key for row in rows if row.state == "sending" and row.recipient_key is not None}
+    if keys and rules.pair_interval:
+        session.execute(update(_pace).where(_pace.c.recipient_key.in_(sorted(keys)),
+                                            _pace.c.next_send_at > now + rules.pair_interval)
+                        .values(next_send_at=now))
+
+
 def _claimed(cipher: FieldCipher, rules: ClaimRules, row: OutboxMessage, attempt_id: int,
              now: datetime) -> ClaimedMessage:
-    request = json.loads(row.payload or "{}")
+    request = open_body(cipher, row.natural_key, row.payload)
     request.update({
         "messaging_product": "whatsapp", "recipient_type": "individual",
         "to": cipher.decrypt(row.recipient_enc or "", context=recipient_context(row.natural_key)),
@@ -133,6 +175,12 @@ def _claimed(cipher: FieldCipher, rules: ClaimRules, row: OutboxMessage, attempt
     })
     return ClaimedMessage(row.id or 0, attempt_id, row.attempts, request, request.get("type") != "template",
                           now + rules.send_lease / 2)
+
+
+def _set_body(row: OutboxMessage, sealed: str | None, body: dict[str, Any]) -> None:
+    row.payload = sealed
+    for column, value in body_columns(body).items():
+        setattr(row, column, value)
 
 
 def _later(row: OutboxMessage, at: datetime, now: datetime) -> bool:
@@ -162,12 +210,15 @@ def _paced(session: Session, rules: ClaimRules, rows: list[OutboxMessage], now: 
     return going
 
 
-def _hold_back(session: Session, rules: ClaimRules, row: OutboxMessage, batch: _BatchFacts, now: datetime) -> bool:
+def _hold_back(session: Session, cipher: FieldCipher, rules: ClaimRules, row: OutboxMessage, batch: _BatchFacts,
+               now: datetime) -> bool:
     """Applies consent, pacing, the window and template review to one row, in memory; True if it waits.
     A row that passes reserves its recipient's pace in ``batch`` (taken for real by :func:`_paced`), so
     a second row to that recipient in this batch waits, as it would after the first one's take."""
     if row.patient_ref in batch.opted_out and row.purpose != "consent":
         return _suppress(row, "suppressed", "patient opted out", now)
+    if appointment_gate.started(row, now):  # about an appointment to come, and it has begun
+        return _suppress(row, "suppressed", appointment_gate.STARTED, now)
     gate = rules.reminder_gate(row.natural_key, now) if rules.reminder_gate else None
     if isinstance(gate, datetime):
         return _later(row, gate, now)
@@ -179,19 +230,24 @@ def _hold_back(session: Session, rules: ClaimRules, row: OutboxMessage, batch: _
         if free_at is not None and free_at > now:
             # Look again within one interval: a provisional pace ends early when its send reports.
             return _later(row, min(free_at, now + rules.pair_interval), now)
-    payload = json.loads(row.payload or "{}")
-    if payload.get("type") != "template" and not window_open(batch.last_inbound.get(row.recipient_key or b""), now):
+    # The body's plain columns say what it is; it is opened only to switch it (adapter.outbox.encoding),
+    # or to name the template a re-plan moved in (adapter.outbox.results.replan_as_template).
+    if row.body_type == "template" and row.template_name is None and row.payload:
+        _set_body(row, row.payload, open_body(cipher, row.natural_key, row.payload))
+    if row.body_type != "template" and not window_open(batch.last_inbound.get(row.recipient_key or b""), now):
         if row.fallback is None:
             return _suppress(row, "dead", "24-hour window closed and no template to fall back on", now)
-        row.payload, payload = row.fallback, json.loads(row.fallback)
-    if payload.get("type") == "template":
-        verdict = batch.templates.check(payload["template"])
+        _set_body(row, row.fallback, open_body(cipher, row.natural_key, row.fallback))
+    if row.body_type == "template":
+        template = {"name": row.template_name, "language": {"code": row.template_language}}
+        verdict = batch.templates.check(template)
         if verdict.hold:
             raise_alert(session, f"template:{verdict.reason}", "template_not_approved", verdict.reason)
             return _later(row, now + TEMPLATE_HOLD, now)
-        if verdict.template is not payload["template"]:
+        if verdict.template is not template:
             raise_alert(session, f"template_fallback:{verdict.reason}", "template_fallback_used", verdict.reason)
-            row.payload = compact_json({"type": "template", "template": verdict.template})
+            body = {"type": "template", "template": verdict.template}
+            _set_body(row, seal_body(cipher, row.natural_key, body), body)
     if key is not None:
         batch.pace[key] = now + rules.send_lease + rules.pair_interval
     return False

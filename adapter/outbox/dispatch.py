@@ -10,6 +10,10 @@ hook; configuration errors (100, 132xxx …) → dead letter and an operator ale
 account-level errors (190, 368, 131031, 131042 …) → sending pauses for every instance until an admin
 runs ``bridge sending resume`` (:mod:`adapter.outbox.circuit_breaker`).
 
+A claimed message is sent only before its send-by time (half the lease) and while this instance's
+heartbeat is recent (:meth:`adapter.ops.liveness.Liveness.alive_until`): past either, another instance
+may take it over, so it is left for the next claim instead of risking a second send.
+
 Each attempt's outcome goes to :meth:`OutboxStore.record` (:mod:`adapter.outbox.results`), which audits it
 as a disclosure (or a failed one) in the same transaction; a message held back because sending paused is
 not an attempt.
@@ -21,6 +25,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -67,8 +72,11 @@ class RetryPolicy:
 
 class Dispatcher:
     def __init__(self, outbox: OutboxStore, sender: MessageSender, policy: RetryPolicy, *,
-                 batch_size: int, concurrency: int, bucket: TokenBucket | None = None) -> None:
+                 batch_size: int, concurrency: int, bucket: TokenBucket | None = None,
+                 alive_until: Callable[[], datetime | None] | None = None) -> None:
         self.outbox = outbox
+        # adapter.ops.liveness.Liveness.alive_until: past it, others may soon take this instance for dead.
+        self.alive_until = alive_until
         self.sender = sender
         self.policy = policy
         self.batch_size = batch_size
@@ -110,13 +118,16 @@ class Dispatcher:
     async def _send(self, message: ClaimedMessage) -> SendOutcome:
         async with self._slots:
             if self._pausing:  # an account-level error in this batch: do not make it worse
-                # Never sent, so not a disclosure: the outbox writes no audit entry for it.
-                return replace(self._retry(message, None, utcnow() + PAUSED_RECHECK), attempted=False)
+                # Never sent, so not a disclosure: the outbox writes no audit entry for it. It reached nobody, so
+                # its recipient's pace ends now (answered_at), not at the claim's provisional end after the lease.
+                return replace(self._retry(message, None, utcnow() + PAUSED_RECHECK), attempted=False,
+                               answered_at=utcnow())
             if self.bucket is not None:
                 await self.bucket.acquire()
-            if message.send_by is not None and utcnow() >= message.send_by:
-                # Held too long (rate limit, a slow machine): not sent, so not a disclosure; claimed again later.
-                # Past its lease another instance may claim and send it, so sending now could send it twice.
+            if self._too_late(message):
+                # Held too long (rate limit, a slow machine), or this instance's heartbeat is late: not sent,
+                # so not a disclosure; claimed again later. Past its lease, or once this instance may be taken
+                # for dead, another instance may claim and send it, so sending now could send it twice.
                 log.warning("outbox %s: lease ran out before sending; left for the next claim", message.outbox_id)
                 return replace(self._retry(message, None, utcnow()), attempted=False, error_class="LeaseExpired")
             try:
@@ -125,6 +136,13 @@ class Dispatcher:
                 return replace(self._classify(message, error), answered_at=utcnow())
         return SendOutcome(message.outbox_id, message.attempt_id, "sent", wamid=result.message_id,
                            answered_at=utcnow())
+
+    def _too_late(self, message: ClaimedMessage) -> bool:
+        now = utcnow()
+        if message.send_by is not None and now >= message.send_by:
+            return True
+        fence = self.alive_until() if self.alive_until is not None else None
+        return fence is not None and now >= fence
 
     def _retry(self, message: ClaimedMessage, error: WhatsAppError | None, at: datetime) -> SendOutcome:
         return SendOutcome(message.outbox_id, message.attempt_id, "retry", retry_at=at,

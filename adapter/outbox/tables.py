@@ -12,6 +12,8 @@ from sqlmodel import Field, SQLModel
 
 from adapter.storage.claimable import claimable_index
 
+LEASED = text("lease_until IS NOT NULL")  # only leased rows: the index stays as small as the work in hand
+_CALLBACK = text("callback_data IS NOT NULL")
 OUTBOX_CLAIMABLE = ("queued", "sending")  # sent, dead and suppressed are final: claims never read them
 
 
@@ -42,7 +44,9 @@ class OutboxMessage(SQLModel, table=True):
                       # The claim reads in-flight rows in due order (adapter.outbox.claims).
                       claimable_index("ix_outbox_claimable", "due_at", "id", states=OUTBOX_CLAIMABLE),
                       # A batch's patients' reminders (adapter.scheduling.batch_facts), a STOP's queued rows.
-                      Index("ix_outbox_patient_rule", "patient_ref", "rule_id"))
+                      Index("ix_outbox_patient_rule", "patient_ref", "rule_id"),
+                      # A dead instance's leases are released by owner (adapter.ops.liveness).
+                      Index("ix_outbox_leased", "lease_owner", postgresql_where=LEASED, sqlite_where=LEASED))
 
     id: int | None = Field(default=None, primary_key=True)
     natural_key: str = Field(sa_column=Column(String(300), nullable=False, unique=True))
@@ -50,11 +54,17 @@ class OutboxMessage(SQLModel, table=True):
     resource_ref: str = Field(max_length=200)
     patient_ref: str = Field(max_length=200)
     recipient_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON, PHI-free
+    # The message body (JSON, PHI-free), sealed under the data key: it holds the clear button tokens and
+    # portal links (adapter.outbox.encoding). What it is, readable without the key, is in body_type …
+    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    body_type: str | None = Field(default=None, max_length=16)  # template | text | interactive
+    template_name: str | None = Field(default=None, max_length=512)
+    template_language: str | None = Field(default=None, max_length=16)
     state: str = Field(default="queued", max_length=16)
     due_at: datetime
     attempts: int = 0
     lease_until: datetime | None = None
+    lease_owner: str | None = Field(default=None, max_length=32)  # the boot id of the instance sending it
     wamid: str | None = Field(default=None, sa_column=Column(String(128), nullable=True, unique=True))
     delivery_status: str | None = Field(default=None, max_length=16)
     delivery_status_ts: int | None = None
@@ -69,10 +79,13 @@ class OutboxMessage(SQLModel, table=True):
     # notify (a rule's notification) | reply (answers the patient) | consent (STOP/START confirmation:
     # the only kind still sent to a patient who opted out).
     purpose: str = Field(default="notify", max_length=16)
-    # The template to send instead when a free-form message finds the 24-hour window closed.
+    # The template to send instead when a free-form message finds the 24-hour window closed (sealed).
     fallback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Undeliverable dead letters may be handed to a configured fallback hook: pending | done | failed.
     hook_state: str | None = Field(default=None, max_length=16)
+    # The start of the appointment a message speaks of as to come: past it, the claim suppresses the message
+    # (adapter.outbox.appointment_gate). None for a message that holds whenever it goes.
+    appointment_start: datetime | None = None
 
 
 class SendAttempt(SQLModel, table=True):
@@ -98,7 +111,10 @@ class WhatsAppStatus(SQLModel, table=True):
     # The status claim reads only unapplied statuses, in id order, whatever the applied history
     # (adapter.outbox.statuses): a partial index of exactly those rows.
     __table_args__ = (Index("ix_wa_status_unapplied", "id", postgresql_where=text("applied_at IS NULL"),
-                            sqlite_where=text("applied_at IS NULL")),)
+                            sqlite_where=text("applied_at IS NULL")),
+                      # A message taken over in doubt looks for a status naming it (adapter.outbox.claims).
+                      Index("ix_wa_status_callback", "callback_data", postgresql_where=_CALLBACK,
+                            sqlite_where=_CALLBACK))
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_column=Column(String(200), nullable=False, unique=True))

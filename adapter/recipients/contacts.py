@@ -7,13 +7,15 @@ rotation are still found (``bridge keys reindex``). The ciphertext's associated 
 the column and the row (patient reference AND number index): two numbers of one patient cannot swap.
 The window follows Meta's rule: free-form messages may be sent for 24 hours after the user's last
 message, measured from that message's own timestamp
-(https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-messages#customer-service-windows).
+(https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-messages#customer-service-windows),
+but never from a time after it reached us (:func:`written_at`): a skewed or future timestamp, signed or
+not, must not keep the window open beyond 24 hours after the receipt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -38,6 +40,15 @@ def legacy_phone_context(patient_ref: str) -> str:
 def e164_from_wa_id(wa_id: str) -> str:
     """Meta's ``wa_id`` is the number's digits with the country code: E.164 without the plus."""
     return "+" + "".join(ch for ch in wa_id if ch.isdigit())
+
+
+def written_at(meta_timestamp: int | None, received_at: datetime) -> datetime:
+    """When the user wrote, for the window: the message's own timestamp (Unix seconds), never later than
+    ``received_at`` (when the webhook reached us), which stands in when the timestamp is absent or not a
+    time (below zero or past 32 bits)."""
+    if meta_timestamp is None or not 0 <= meta_timestamp < 2**31:
+        return received_at
+    return min(datetime.fromtimestamp(meta_timestamp, UTC), received_at)
 
 
 def window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
@@ -93,11 +104,14 @@ class ContactBook:
                                    legacy_context=legacy_phone_context(contact.patient_ref))
 
     @staticmethod
-    def record_inbound(session: Session, contacts: Iterable[WhatsAppContact], written_at: datetime) -> None:
-        """The user wrote at ``written_at`` (Meta's timestamp): the window runs 24 h from the latest one."""
+    def record_inbound(session: Session, contacts: Iterable[WhatsAppContact], at: datetime) -> None:
+        """The user wrote at ``at`` (:func:`written_at`): the window runs 24 h from the latest one. A time
+        later than now is taken as now: no window runs from the future."""
+        now = utcnow()
+        at = min(at, now)
         for contact in contacts:
-            if contact.last_inbound_at is None or contact.last_inbound_at < written_at:
-                contact.last_inbound_at, contact.updated_at = written_at, utcnow()
+            if contact.last_inbound_at is None or contact.last_inbound_at < at:
+                contact.last_inbound_at, contact.updated_at = at, now
                 session.add(contact)
 
     def link_user_id(self, session: Session, contacts: Iterable[WhatsAppContact], user_id: str) -> None:

@@ -35,7 +35,7 @@ from adapter.outbox.tables import ActionToken, NotificationSkip, OutboxMessage
 from adapter.recipients.consent import ConsentSource
 from adapter.recipients.contacts import ContactBook
 from adapter.recipients.tables import WhatsAppContact
-from adapter.scheduling.reminders import LIVE, PENDING
+from adapter.scheduling.reminders import LIVE, PENDING, parse_key
 from adapter.storage.claimable import indexed_by
 from adapter.storage.db import insert_all_ignoring, insert_new, table_of
 
@@ -157,6 +157,9 @@ class DecideFacts:
         key = row["natural_key"]
         if key in self.taken:
             return False
+        if "appointment_start" not in row:  # one multi-row INSERT: every row names the same columns
+            reminder = parse_key(key)  # a moved reminder: its start is in its key
+            row = {**row, "appointment_start": reminder[1] if reminder else None}
         self.taken.add(key)
         self.rows.append(row)
         self.minted[key] = list(tokens)

@@ -8,6 +8,9 @@ A handler that reads like a recipe (cosmicpython): guard clauses, resolve, map, 
    per booking, and a report once per report (or per release, by setting).
 4. For each firing rule: patient → mobile number → opt-in → language → render (typed, allow-listed
    parameters only) → PHI guard → outbox. Every "no" is recorded as a skip with its reason.
+5. A message about an appointment to come (:func:`~adapter.scheduling.decision.start_bound`) whose start
+   has passed is the skip ``appointment_started``; a queued one carries its start, so the claim
+   suppresses it if it comes due after the start (:mod:`adapter.outbox.appointment_gate`).
 
 All database effects of a batch of versions happen in one transaction, with their inbox events
 marked done, and so do their audit entries (:func:`adapter.audit.fhir_access.decide_reads`): a
@@ -35,7 +38,16 @@ from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import NotificationSkip
 from adapter.recipients.consent import ConsentSource
 from adapter.scheduling.batch_facts import DecideFacts, StateKey, Wanted
-from adapter.scheduling.decision import DecideConfig, DecideItem, Decision, resource_ref, state_key, version_of
+from adapter.scheduling.decision import (
+    STARTED,
+    DecideConfig,
+    DecideItem,
+    Decision,
+    resource_ref,
+    start_bound,
+    state_key,
+    version_of,
+)
 from adapter.scheduling.reminders import ReminderPlanner, appointment_start, policy_from_settings, reminder_key
 from adapter.scheduling.survey import queue_survey
 from adapter.settings import Settings
@@ -62,6 +74,10 @@ class _Subject:
     @cached_property
     def contact(self) -> ContactResult:
         return mobile_number(self.item.patient or {}, self.region)
+
+    @cached_property
+    def start(self) -> datetime | None:
+        return start_bound(self.item.resource)
 
     @cached_property
     def identifying(self) -> IdentifyingStrings:
@@ -221,6 +237,8 @@ class Decider:
                     *, key: str | None = None, due_at: datetime | None = None) -> None:
         resource, patient = subject.item.resource, subject.item.patient
         patient_ref = patient_reference(resource)
+        if subject.start is not None and subject.start <= utcnow():
+            return self._skip(session, rule, resource, patient_ref, STARTED, decision)
         if patient_ref is None:
             return self._skip(session, rule, resource, None, "no_patient_reference", decision)
         if patient is None:
@@ -270,6 +288,7 @@ class Decider:
         row = self.outbox.message_row(natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
                                       recipient=contact.e164, message={"type": "template", "template": template},
                                       due_at=due_at or self._due(), recipient_key=subject.recipient_key)
+        row["appointment_start"] = subject.start  # the claim suppresses it once that start has passed
         if facts.enqueue(row, minted):
             decision.queued.append(key)
         return None

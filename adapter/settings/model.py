@@ -61,6 +61,15 @@ class Settings(BaseSettings, AuditSettings, DeliverySettings, ConversationSettin
             problems.append(f"send_lease_seconds ({self.send_lease_seconds:g}) must be at least twice "
                             f"whatsapp_timeout_seconds ({self.whatsapp_timeout_seconds:g}): a send must end before "
                             "another instance may take the message over")
+        if self.instance_dead_after_seconds < 3 * self.heartbeat_seconds:
+            problems.append(f"instance_dead_after_seconds ({self.instance_dead_after_seconds:g}) must be at least "
+                            f"three times heartbeat_seconds ({self.heartbeat_seconds:g}): a live instance that misses "
+                            "one heartbeat must not be taken for dead")
+        if self.whatsapp_timeout_seconds > self.instance_dead_after_seconds / 2 + self.in_doubt_grace_seconds:
+            problems.append(f"whatsapp_timeout_seconds ({self.whatsapp_timeout_seconds:g}) must be at most half of "
+                            f"instance_dead_after_seconds ({self.instance_dead_after_seconds:g}) plus "
+                            f"in_doubt_grace_seconds ({self.in_doubt_grace_seconds:g}): a send must end before another "
+                            "instance may take its message over")
         if self.instance_count > 1 and self.database_url.startswith("sqlite"):
             problems.append(f"instance_count={self.instance_count} needs PostgreSQL: SQLite runs one instance; set "
                             "BRIDGE_DATABASE_URL=postgresql+psycopg://... to run several")

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -162,6 +163,17 @@ def test_no_consent_and_no_mobile_are_recorded_skips(stack: DemoStack) -> None:
     appointment = create(stack, synthetic_appointment(f"Patient/{landline_patient['id']}"))
     reasons = wait_for(lambda: _skips(stack, f"Appointment/{appointment['id']}"), 20, "the skip")
     assert reasons[0].startswith("no_mobile")
+
+
+def test_a_booking_entered_after_its_start_sends_nothing_and_says_why(stack: DemoStack) -> None:
+    patient_ref = patient(stack, 21)
+    back_entry = (datetime.now(UTC) - timedelta(days=83)).replace(minute=0, second=0, microsecond=0)
+    appointment = create(stack, synthetic_appointment(patient_ref, start=back_entry))
+    ref = f"Appointment/{appointment['id']}"
+    assert wait_for(lambda: _skips(stack, ref), 20, "the skip") == ["appointment_started"]
+    create(stack, synthetic_appointment(patient_ref))  # a booking to come, for the same patient, still goes
+    wait_for(lambda: sent_to(stack, 21), 20, "the confirmation of the booking to come")
+    assert len(sent_to(stack, 21)) == 1
 
 
 @pytest.mark.parametrize(("path", "body", "secret", "status"), [

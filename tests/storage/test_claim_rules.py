@@ -3,7 +3,6 @@ patient, opted-out patients, the 24-hour window, only approved templates, and th
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
@@ -20,6 +19,7 @@ from adapter.recipients.consent import OPTED_OUT, set_consent
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import transaction, utcnow
 from mappings.conversation import Conversation as Texts
+from tests.support.bodies import body
 from tests.support.stores import outbox_store
 
 TEMPLATE = {"name": "results_ready", "language": {"code": "en_US"}, "components": []}
@@ -173,4 +173,4 @@ def test_a_window_closed_answer_replans_the_message_as_its_template(engine: Engi
     outbox.record([SendOutcome(claimed.outbox_id, claimed.attempt_id, "replan", error_code=131047,
                                error_class="WindowClosedError")])
     row = rows(engine)["w1"]
-    assert row.state == "queued" and json.loads(row.payload or "")["type"] == "template"
+    assert row.state == "queued" and body(row)["type"] == "template"

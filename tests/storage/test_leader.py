@@ -1,5 +1,7 @@
 """Several instances on one database: the leader lock (PostgreSQL), SQLite's one-instance guard, leases
-that free a dead instance's work, and the pair-interval check under concurrent claims."""
+that free a dead instance's work, heartbeats that free it sooner (a dead instance's claims, a restart's
+own earlier claims, in-doubt messages a status proves sent), and the pair-interval check under
+concurrent claims."""
 
 from __future__ import annotations
 
@@ -21,15 +23,19 @@ from sqlmodel import Session, select
 
 from adapter.audit.tables import AuditEvent
 from adapter.feeds.inbox import InboxStore
+from adapter.feeds.tables import InboxEvent
 from adapter.ops.instances import Leadership, hold_instance, sqlite_lock_path
+from adapter.ops.liveness import LeasedTable, Liveness, LivenessConfig
 from adapter.outbox.batch_writes import take_paces
 from adapter.outbox.claims import ClaimRules
 from adapter.outbox.dispatch import Dispatcher, RetryPolicy
+from adapter.outbox.encoding import callback_data
 from adapter.outbox.results import SendOutcome
+from adapter.outbox.statuses import apply_pending
 from adapter.outbox.store import OutboxStore
-from adapter.outbox.tables import OutboxMessage
+from adapter.outbox.tables import OutboxMessage, WhatsAppStatus
 from adapter.settings import Settings, SettingsError, load_settings
-from adapter.storage.db import make_engine, transaction, utcnow
+from adapter.storage.db import make_engine, table_of, transaction, utcnow
 from ehr.notifications import IncomingNotification
 from tests.support.stores import contact_book, outbox_store
 from whatsapp.sender import SendResult
@@ -211,3 +217,108 @@ def test_a_late_answer_from_an_expired_claim_does_not_undo_the_new_claim(engine:
     outbox.record([SendOutcome(fresh.outbox_id, fresh.attempt_id, "sent", wamid="wamid.2", answered_at=utcnow())])
     row = _rows(engine)["a1"]
     assert row.state == "sent" and row.wamid == "wamid.2"
+
+
+# --------------------------------------------------------------------------- heartbeats and takeover
+
+_TABLES = (LeasedTable("messages", table_of(OutboxMessage), in_doubt=True), LeasedTable("events", table_of(InboxEvent)))
+_CONFIG = LivenessConfig(heartbeat=timedelta(seconds=1), dead_after=timedelta(seconds=10),
+                         in_doubt_grace=timedelta(seconds=5))
+
+
+def _instance(engine: Engine, name: str, pair_interval: float = 0) -> tuple[Liveness, OutboxStore, InboxStore]:
+    """One instance's parts as the service wires them: its liveness, and stores that lease under its boot."""
+    liveness = Liveness(engine, name, _TABLES, _CONFIG)
+    outbox = OutboxStore(engine, contact_book(), ClaimRules(pair_interval=timedelta(seconds=pair_interval),
+                                                            owner=liveness.owner,
+                                                            in_doubt_grace=_CONFIG.in_doubt_grace))
+    inbox = InboxStore(engine)
+    inbox.owner = liveness.owner
+    return liveness, outbox, inbox
+
+
+def _event(inbox: InboxStore, number: int) -> None:
+    inbox.accept([IncomingNotification(kind="resource", subscription_key="appointment", resource_type="Appointment",
+                                       resource_id=f"example-{number}", version_id="1")])
+
+
+def test_a_dead_instances_claims_are_released_once_its_heartbeat_is_old(pg_engine: Engine) -> None:
+    dying, dying_outbox, dying_inbox = _instance(pg_engine, "ward-a")
+    survivor, survivor_outbox, survivor_inbox = _instance(pg_engine, "ward-b")
+    dying.start()
+    survivor.start()
+    _queue(dying_outbox, "a1", 1)
+    _event(dying_inbox, 1)
+    [message] = dying_outbox.claim_due(10)
+    [event] = dying_inbox.claim(10)  # ... and the instance is killed (no heartbeat from now on)
+    now = utcnow()
+    assert not survivor.release(now)  # its heartbeat is fresh: a live instance keeps its claims
+    later = now + _CONFIG.dead_after + timedelta(seconds=1)
+    assert survivor.release(later).counts == {"messages": 1, "events": 1}  # one UPDATE per table
+    assert not survivor.release(later)  # released once
+    assert [again.id for again in survivor_inbox.claim(10, now=later)] == [event.id]  # free at once
+    # The message may have left before the kill: it waits the in-doubt grace for a status naming it.
+    assert survivor_outbox.claim_due(10, now=later) == []
+    [taken] = survivor_outbox.claim_due(10, now=later + _CONFIG.in_doubt_grace + timedelta(seconds=1))
+    assert (taken.outbox_id, taken.attempt_no) == (message.outbox_id, 2)
+    assert _rows(pg_engine)["a1"].lease_owner == survivor.owner
+
+
+def test_a_restart_takes_its_earlier_boots_claims_back_at_once(engine: Engine) -> None:
+    # Pacing on: the killed claim's provisional pace (as long as the lease) must not hold the message back.
+    before, outbox, inbox = _instance(engine, "ward-a", pair_interval=6)
+    before.start()
+    _queue(outbox, "a1", 1)
+    _event(inbox, 1)
+    outbox.claim_due(10)
+    inbox.claim(10)  # SIGKILL here; the same instance starts again a few seconds later
+    after, outbox_after, inbox_after = _instance(engine, "ward-a", pair_interval=6)
+    assert after.boot_id != before.boot_id
+    assert after.start().counts == {"messages": 1, "events": 1}  # its own name's earlier boot: no waiting
+    assert len(inbox_after.claim(10)) == 1
+    assert len(outbox_after.claim_due(10, now=utcnow() + _CONFIG.in_doubt_grace + timedelta(seconds=1))) == 1
+
+
+def _status_naming(engine: Engine, outbox_id: int, wamid: str) -> None:
+    """The ``sent`` status Meta posts for an accepted message, stored by the webhook (not yet applied)."""
+    with transaction(engine) as session:
+        session.add(WhatsAppStatus(dedupe_key=f"{wamid}:sent", wamid=wamid, status="sent", meta_timestamp=1,
+                                   callback_data=callback_data(outbox_id), received_at=utcnow()))
+
+
+def test_a_message_taken_over_in_doubt_is_not_sent_again_when_a_status_names_it(engine: Engine) -> None:
+    dying, dying_outbox, _ = _instance(engine, "ward-a")
+    survivor, survivor_outbox, _ = _instance(engine, "ward-a")
+    dying.start()
+    for number in (1, 2):
+        _queue(dying_outbox, f"a{number}", number)
+    sent, unsent = sorted(dying_outbox.claim_due(10), key=lambda message: message.outbox_id)
+    _status_naming(engine, sent.outbox_id, "wamid.sent-before-the-kill")  # only the first reached Meta
+    survivor.start()
+    due = utcnow() + _CONFIG.in_doubt_grace + timedelta(seconds=1)
+    [again] = survivor_outbox.claim_due(10, now=due)
+    assert again.outbox_id == unsent.outbox_id  # no status names it: sent again
+    assert survivor_outbox.claim_due(10, now=due + _CONFIG.in_doubt_grace * 2) == []  # never the first
+    apply_pending(engine)  # applying the status settles it as sent, with the wamid Meta gave
+    row = _rows(engine)["a1"]
+    assert (row.state, row.wamid) == ("sent", "wamid.sent-before-the-kill")
+
+
+def test_an_instance_whose_heartbeat_is_late_sends_nothing(engine: Engine) -> None:
+    outbox = outbox_store(engine, pair_interval_seconds=0)
+    _queue(outbox, "a1", 1)
+    api = _CloudApi()
+    dispatcher = Dispatcher(outbox, api, RetryPolicy(3, 1.0, 10.0), batch_size=10, concurrency=2,
+                            alive_until=lambda: utcnow() - timedelta(seconds=1))
+    assert asyncio.run(dispatcher.run_once()) == 1
+    assert api.received == []  # the others may take it for dead: its messages may be taken over
+    assert _rows(engine)["a1"].last_error_class == "LeaseExpired"
+
+
+def test_liveness_settings_are_checked_together() -> None:
+    with pytest.raises(ValueError, match="three times heartbeat_seconds"):
+        Settings(mode="demo", heartbeat_seconds=5, instance_dead_after_seconds=10)
+    with pytest.raises(ValueError, match="a send must end before another instance may take its message over"):
+        Settings(mode="demo", whatsapp_timeout_seconds=20)
+    settings = Settings(mode="demo", whatsapp_timeout_seconds=20, instance_dead_after_seconds=30)
+    assert (settings.heartbeat_seconds, settings.in_doubt_grace_seconds) == (2.0, 5.0)

@@ -13,8 +13,10 @@ at Meta, makes any signed body possible):
 - a required string is at most ``max_chars`` long (:data:`MAX_ID_CHARS` for ids; Meta's wamids are
   about 60 characters), so an over-long id is refused instead of overflowing a column;
 - integers are within a signed 32-bit range (:data:`INT32_MAX`), the range of the 4-byte integer
-  columns a store keeps them in: an error code outside it is unknown (None); a timestamp outside
-  ``0..INT32_MAX`` (after 2038-01-19) is replaced by the time of receipt (:func:`read_timestamp`).
+  columns a store keeps them in: an error code outside it is unknown (None); a timestamp that is absent
+  or outside ``0..INT32_MAX`` (after 2038-01-19) is replaced by the time of receipt (:func:`read_timestamp`).
+  A timestamp in range is kept as sent, even in the future: what it may open (the 24-hour window) is
+  bounded by the receipt where it is used.
 """
 
 from __future__ import annotations
@@ -121,8 +123,11 @@ def int32_or_none(value: Any) -> int | None:
 
 def read_timestamp(value: Any, where: str, received_at: int) -> int:
     """A ``timestamp`` field (string of Unix seconds) as an int. One that is not a number refuses the
-    item; one outside ``0..INT32_MAX`` cannot be a time Meta saw (and would not fit a 4-byte column),
-    so the time of receipt stands in for it, with a log line naming where (never the value)."""
+    item; one that is absent, or outside ``0..INT32_MAX``, cannot be a time Meta saw (and would not fit a
+    4-byte column), so the time of receipt stands in for it, with a log line naming where (never the value)."""
+    if value is None:
+        log.warning("webhook %s.timestamp is missing; the time of receipt is used", where)
+        return received_at
     number = int_or_none(value)
     if number is None:
         raise WebhookPayloadError(f"{where}.timestamp is not Unix seconds")
