@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -29,24 +27,11 @@ from adapter.feeds.tables import FeedState, InboxEvent
 from ehr.client import FhirClient
 from ehr.polling import PollFeed, format_instant, parse_instant, poll_since
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS
-from tests.support.fhir_server import RunningFhirServer, free_port, start_fhir_server
+from tests.support.fhir_server import RunningFhirServer, free_port
 
 pytestmark = pytest.mark.fhir
 LAG = timedelta(seconds=120)
 APPOINTMENTS = PollFeed("appointment", "Appointment")
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFhirServer]:
-    server = start_fhir_server(tmp_path_factory.mktemp("polling-ehr"))
-    yield server
-    server.stop()
-
-
-@pytest_asyncio.fixture
-async def ehr(own_server: RunningFhirServer) -> AsyncIterator[FhirClient]:
-    async with FhirClient(own_server.base_url) as client:
-        yield client
 
 
 def appointment(status: str = "booked") -> dict[str, Any]:

@@ -8,12 +8,10 @@ install; a catch-up is read and stored a bounded set of pages at a time, moving 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -25,24 +23,10 @@ from adapter.storage.db import transaction, utcnow
 from ehr.client import FhirClient
 from ehr.polling import PollFeed, format_instant, parse_instant, start_point
 from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS
-from tests.support.fhir_server import RunningFhirServer, start_fhir_server
 
 pytestmark = pytest.mark.fhir
 APPOINTMENTS = PollFeed("appointment", "Appointment")
 NOW = "2030-01-10T12:00:00.000Z"
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFhirServer]:
-    server = start_fhir_server(tmp_path_factory.mktemp("catchup-ehr"))
-    yield server
-    server.stop()
-
-
-@pytest_asyncio.fixture
-async def ehr(own_server: RunningFhirServer) -> AsyncIterator[FhirClient]:
-    async with FhirClient(own_server.base_url) as client:
-        yield client
 
 
 def appointment() -> dict[str, Any]:

@@ -23,14 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from adapter.settings import DEMO_SECRET
-from bench.harness import fresh_database
 from bench.multi_instance import Cluster, Events, book, outcome
 from bench.pipeline_throughput import FHIR_JSON, Database, fictional_numbers
 from ehr.hook_secrets import authorization_header, derive_secret
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, fresh_database_behind_proxy
 
 EVENTS = 60
 numbers = iter(fictional_numbers(3 * EVENTS))
@@ -38,17 +36,13 @@ numbers = iter(fictional_numbers(3 * EVENTS))
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[tuple[Cluster, TcpProxy]]:
-    with fresh_database("postgresql", postgres_url, "bridge_faults") as (database_url, _):
-        url = make_url(database_url)
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    with fresh_database_behind_proxy(postgres_url, "bridge_faults") as (_, proxied, proxy):
         cluster = Cluster(tmp_path_factory.mktemp("faults"), Database(proxied))
         try:
             cluster.start_cluster(1, tick_seconds=0.2, lease_seconds=10.0)
             yield cluster, proxy
         finally:
             cluster.stop()
-            proxy.stop()
 
 
 async def notify_as_an_ehr(cluster: Cluster, events: Events, event_at: dict[str, float], *,

@@ -12,7 +12,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+from sqlalchemy.engine import make_url
+
 from adapter.demo.sandbox_ehr import free_port
+from bench.harness import fresh_database
 
 
 class TcpProxy:
@@ -84,3 +87,14 @@ def proxied(target_host: str, target_port: int) -> Iterator[TcpProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+@contextmanager
+def fresh_database_behind_proxy(postgres_url: str, prefix: str) -> Iterator[tuple[str, str, TcpProxy]]:
+    """A fresh PostgreSQL database on the server of ``postgres_url`` and a proxy in front of it: yields
+    (its URL, its URL through the proxy, the proxy); drops the database afterwards."""
+    with fresh_database("postgresql", postgres_url, prefix) as (database_url, _):
+        url = make_url(database_url)
+        with proxied(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+            yield database_url, through, proxy
