@@ -7,6 +7,8 @@ deliver the resource as an update to the endpoint used as a base URL). Request h
 1. unknown key → 404; no ``Authorization`` → 401; wrong per-key secret → 403
    (:mod:`ehr.hook_secrets`). All before a byte of the body is read. A 401 or 403 is reported to
    ``on_refused`` (the service records a DICOM 110113 security alert; see ``InboxStore.refused``).
+   A key in ``signed_keys`` is authenticated Medplum's way instead: no ``X-Signature`` → 401 (before
+   the body is read); a signature that is not HMAC-SHA256 of the body read → 403, reported alike.
 2. ``Content-Length`` over the cap → 413, and the streamed body is capped as it arrives (a
    chunked request cannot get around it).
 3. :func:`ehr.intake_parsing.parse_notification` turns the body into references or rejects the
@@ -34,7 +36,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ehr.backport_events import BackportStatus
-from ehr.hook_secrets import derive_secret, verify_header
+from ehr.hook_secrets import SIGNATURE_HEADER, derive_secret, verify_header, verify_signature
 from ehr.intake_parsing import DEFAULT_SUPPORTED_TYPES, NotificationRejected, parse_with_status
 from ehr.notifications import IncomingNotification, NotificationSink, is_fhir_id
 
@@ -43,17 +45,27 @@ FHIR_JSON = "application/fhir+json"
 # Parsing a large Bundle takes milliseconds of CPU; off the event loop it cannot stall other requests.
 _PARSE_IN_THREAD_BYTES = 256 * 1024
 _SINK_RETRY_AFTER_SECONDS = "5"
+# RFC 9110 section 11.6.1: a 401 names a scheme; Medplum's signature has no registered one.
+_SIGNED_REALM = 'X-Signature realm="ehr-notify"'
 
 logger = logging.getLogger(__name__)
 
 # The body is read raw (capped, then parsed), so FastAPI cannot document it: stated here for the OpenAPI
-# document. The per-key secret goes in ``Authorization: Bearer`` (the Subscription's channel.header).
+# document. The per-key secret goes in ``Authorization: Bearer`` (the Subscription's channel.header), or
+# Medplum signs the body (``X-Signature``); the security schemes are declared by the app.
 _OUTCOME_DOC = {"content": {FHIR_JSON: {"schema": {"type": "object"}}}}
+_STATUS_TEXT = {200: "Stored or acknowledged", 400: "Malformed notification", 401: "No secret or signature",
+                403: "Wrong secret or signature", 404: "No endpoint with this key", 413: "Body over the cap",
+                415: "Not FHIR JSON", 422: "Not a notification the bridge handles",
+                503: "Not stored; retry (Retry-After)"}
 _OPENAPI_DOC: dict[str, object] = {
+    "description": "Receives a rest-hook notification from the EHR (a FHIR resource, Bundle or an empty ping) "
+                   "and stores the references it names. Answers an OperationOutcome.",
     "requestBody": {"required": False, "description": "A FHIR resource or Bundle, or empty (a ping).",
                     "content": {FHIR_JSON: {"schema": {"type": "object"}}}},
-    "responses": {str(status): {"description": "An OperationOutcome", **_OUTCOME_DOC}
-                  for status in (200, 400, 401, 403, 404, 413, 415, 422, 503)},
+    "responses": {str(status): {"description": f"{text}: an OperationOutcome", **_OUTCOME_DOC}
+                  for status, text in _STATUS_TEXT.items()},
+    "security": [{"ehrNotifySecret": []}, {"medplumSignature": []}],
 }
 
 
@@ -66,6 +78,7 @@ def build_intake_router(
     on_refused: Callable[[str, str, str | None], None] | None = None,
     on_backport: Callable[[str, BackportStatus], None] | None = None,
     store: Callable[[list[IncomingNotification]], Awaitable[int]] | None = None,
+    signed_keys: Collection[str] = (),
 ) -> APIRouter:
     """A router serving ``/ehr/notify/{key}`` and ``/ehr/notify/{key}/{type}/{id}`` for the
     subscription keys in ``known_keys`` (their secrets are derived from ``master_secret``).
@@ -76,10 +89,13 @@ def build_intake_router(
     items are stored, so the feed monitor can follow event numbers and heartbeats.
     ``store``: how the items reach the sink, if not by ``sink.accept`` in a worker thread (the service
     passes a group commit, so concurrent notifications share one transaction); it returns how many
-    were new once they are durable, or raises."""
+    were new once they are durable, or raises.
+    ``signed_keys``: the keys (among ``known_keys``) whose Subscriptions carry Medplum's secret
+    extension; their notifications must carry ``X-Signature`` instead of the ``Authorization`` header."""
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
     expected_secrets = {key: derive_secret(master_secret, key) for key in known_keys}
+    signed = frozenset(signed_keys) & expected_secrets.keys()
     router = APIRouter(prefix=NOTIFY_PREFIX, tags=["ehr"])
 
     async def _refused(key: str, reason: str, request: Request) -> None:
@@ -91,10 +107,14 @@ def build_intake_router(
         except Exception:  # the refusal stands whether or not it could be recorded
             logger.exception("EHR notification on %s refused (%s); recording the alert failed", key, reason)
 
-    async def handle(request: Request, key: str, url_type: str | None, url_id: str | None) -> Response:
-        expected = expected_secrets.get(key)
-        if expected is None:
-            return outcome(404, "not-found", "No notification endpoint with this key.")
+    async def authenticate(request: Request, key: str, expected: str) -> Response | None:
+        """The refusal for a missing or wrong ``Authorization`` secret, or a missing signature."""
+        if key in signed:
+            if request.headers.get(SIGNATURE_HEADER) is not None:
+                return None  # checked once the body is read
+            await _refused(key, "missing_secret", request)
+            return outcome(401, "login", "X-Signature header missing; set the Subscription's Medplum "
+                           "subscription-secret extension.", headers={"WWW-Authenticate": _SIGNED_REALM})
         header = request.headers.get("authorization")
         if header is None:
             await _refused(key, "missing_secret", request)
@@ -103,16 +123,31 @@ def build_intake_router(
         if not verify_header(header, expected):
             await _refused(key, "wrong_secret", request)
             return outcome(403, "forbidden", "The notification secret is wrong for this endpoint.")
+        return None
+
+    async def handle(request: Request, key: str, url_type: str | None, url_id: str | None) -> Response:
+        expected = expected_secrets.get(key)
+        if expected is None:
+            return outcome(404, "not-found", "No notification endpoint with this key.")
+        refusal = await authenticate(request, key, expected)
+        if refusal is not None:
+            return refusal
         try:
             body = await _read_capped(request, max_body_bytes)
+        except NotificationRejected as rejected:
+            return _rejected(key, rejected)
+        # Constant time; a body altered after signing fails like a wrong secret.
+        if key in signed and not verify_signature(request.headers.get(SIGNATURE_HEADER), body, expected):
+            await _refused(key, "wrong_secret", request)
+            return outcome(403, "forbidden", "The notification signature is wrong for this endpoint.")
+        try:
             _check_content_type(request, body)
             parse = functools.partial(parse_with_status, body, key=key, url_type=url_type, url_id=url_id,
                                       supported_types=supported_types)
             items, status = await run_in_threadpool(parse) if len(body) > _PARSE_IN_THREAD_BYTES else parse()
             _check_ids(items)
         except NotificationRejected as rejected:
-            logger.info("EHR notification on %s rejected: HTTP %d %s", key, rejected.status, rejected.code)
-            return outcome(rejected.status, rejected.code, rejected.text)
+            return _rejected(key, rejected)
         response = await _store(store or _in_thread(sink), key, items)
         if status is not None and on_backport is not None and response.status_code == 200:
             try:
@@ -121,7 +156,7 @@ def build_intake_router(
                 logger.exception("EHR notification on %s: recording the Backport feed state failed", key)
         return response
 
-    @router.post("/{key}", openapi_extra=_OPENAPI_DOC)
+    @router.post("/{key}", operation_id="ehr_notify", openapi_extra=_OPENAPI_DOC)
     async def notify(key: str, request: Request) -> Response:
         return await handle(request, key, None, None)
 
@@ -130,9 +165,14 @@ def build_intake_router(
 
     for method in ("PUT", "POST"):  # one route per method, so each has its own OpenAPI operation id
         router.add_api_route("/{key}/{resource_type}/{resource_id}", notify_resource, methods=[method],
-                             operation_id=f"notify_resource_{method.lower()}", openapi_extra=_OPENAPI_DOC)
+                             operation_id=f"ehr_notify_resource_{method.lower()}", openapi_extra=_OPENAPI_DOC)
 
     return router
+
+
+def _rejected(key: str, rejected: NotificationRejected) -> Response:
+    logger.info("EHR notification on %s rejected: HTTP %d %s", key, rejected.status, rejected.code)
+    return outcome(rejected.status, rejected.code, rejected.text)
 
 
 def _in_thread(sink: NotificationSink) -> Callable[[list[IncomingNotification]], Awaitable[int]]:

@@ -3,7 +3,9 @@
 Implements the client side of https://hl7.org/fhir/R4/subscription.html: a Subscription with
 ``channel.type = rest-hook`` whose ``channel.endpoint`` is ``{public_base_url}/ehr/notify/{key}``,
 ``channel.header`` carrying the per-key bearer secret (:mod:`ehr.hook_secrets`) and
-``channel.payload`` set (full resource) or absent (an empty "ping" notification).
+``channel.payload`` set (full resource) or absent (an empty "ping" notification). A spec with
+``auth="medplum-signature"`` carries the same secret in Medplum's ``subscription-secret`` extension
+instead of the header, so Medplum signs each notification body (``X-Signature``).
 
 :func:`ensure_subscriptions` is idempotent and safe on every start: it finds the existing
 Subscriptions by endpoint, keeps, repairs or re-activates one and deletes duplicates, so restarts
@@ -17,14 +19,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fhir.resources.R4B.subscription import Subscription as R4BSubscription
 
 from ehr.client import FhirClient
-from ehr.hook_secrets import channel_header, derive_secret
+from ehr.hook_secrets import MEDPLUM_SECRET_EXTENSION, NOTIFY_AUTHS, NotifyAuth, channel_header, derive_secret
 from ehr.transport import FHIR_JSON
 
 PayloadKind = Literal["full-resource", "empty"]
@@ -40,23 +42,32 @@ logger = logging.getLogger(__name__)
 class SubscriptionSpec:
     """One Subscription the bridge wants: ``key`` names its endpoint (a URL path segment),
     ``criteria`` is the R4 search criteria (``"Appointment"`` matches every Appointment write,
-    so cancellations are reported too), ``payload`` whether the EHR sends the resource."""
+    so cancellations are reported too), ``payload`` whether the EHR sends the resource, ``auth``
+    how its notifications authenticate (:data:`ehr.hook_secrets.NotifyAuth`)."""
 
     key: str
     criteria: str
     payload: PayloadKind = "full-resource"
+    auth: NotifyAuth = "header"
 
     def __post_init__(self) -> None:
         if not _KEY_RE.match(self.key):
             raise ValueError("a subscription key is lower-case letters, digits and '-' (max 63)")
         if not self.criteria or self.criteria != self.criteria.strip():
             raise ValueError("subscription criteria must be a non-empty search expression")
+        if self.auth not in NOTIFY_AUTHS:
+            raise ValueError(f"a subscription's auth is one of {', '.join(NOTIFY_AUTHS)}")
 
 
 DEFAULT_SUBSCRIPTION_SPECS: tuple[SubscriptionSpec, ...] = (
     SubscriptionSpec("appointment", "Appointment", "full-resource"),
     SubscriptionSpec("diagnostic-report", "DiagnosticReport", "full-resource"),
 )
+
+
+def default_specs(auth: NotifyAuth = "header") -> tuple[SubscriptionSpec, ...]:
+    """:data:`DEFAULT_SUBSCRIPTION_SPECS`, each authenticating its notifications with ``auth``."""
+    return tuple(replace(spec, auth=auth) for spec in DEFAULT_SUBSCRIPTION_SPECS)
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ async def ensure_subscriptions(
     states: list[SubscriptionState] = []
     for spec in specs:
         endpoint = notify_endpoint(public_base_url, spec.key)
-        wanted = _desired(spec, endpoint, channel_header(derive_secret(master_secret, spec.key)))
+        wanted = _desired(spec, endpoint, derive_secret(master_secret, spec.key))
         found = await _find(client, endpoint)
         if not found:
             created = await client.create(wanted)
@@ -185,17 +196,21 @@ async def _reread(
     return _state(key, current, action)
 
 
-def _desired(spec: SubscriptionSpec, endpoint: str, header: str) -> dict[str, Any]:
-    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, "header": [header]}
+def _desired(spec: SubscriptionSpec, endpoint: str, secret: str) -> dict[str, Any]:
+    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint}
+    if spec.auth == "header":
+        channel["header"] = [channel_header(secret)]
     if spec.payload == "full-resource":
         channel["payload"] = FHIR_JSON
-    subscription = {
+    subscription: dict[str, Any] = {
         "resourceType": "Subscription",
         "status": "requested",
         "reason": f"fhir-whatsapp-bridge: PHI-free patient notifications ({spec.key})",
         "criteria": spec.criteria,
         "channel": channel,
     }
+    if spec.auth == "medplum-signature":
+        subscription["extension"] = [{"url": MEDPLUM_SECRET_EXTENSION, "valueString": secret}]
     # What we write is validated against the R4 model (fhir.resources' R4B package reads R4 JSON);
     # a mistake here is ours, and is better refused locally than by the EHR.
     R4BSubscription.model_validate(subscription)
@@ -210,8 +225,18 @@ def _matches(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
         and have.get("type") == "rest-hook"
         and has_payload == ("payload" in want)
         and (not has_payload or "json" in str(have.get("payload")))
-        and set(_strings(have.get("header"))) == set(want["header"])
+        and set(_strings(have.get("header"))) == set(want.get("header", []))
+        and _signing_secret(existing) == _signing_secret(wanted)
     )
+
+
+def _signing_secret(sub: dict[str, Any]) -> str | None:
+    extensions = sub.get("extension")
+    for extension in extensions if isinstance(extensions, list) else []:
+        if isinstance(extension, dict) and extension.get("url") == MEDPLUM_SECRET_EXTENSION:
+            value = extension.get("valueString")
+            return value if isinstance(value, str) else None
+    return None
 
 
 def _rank(existing: dict[str, Any], wanted: dict[str, Any]) -> tuple[bool, bool, bool]:

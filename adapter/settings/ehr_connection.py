@@ -45,6 +45,9 @@ class EhrSettings(BaseModel):
         SecretStr(DEMO_SECRET),
         description="Master secret from which each Subscription's notification header secret is derived.",
     )
+    ehr_notify_auth: Literal["header", "medplum-signature"] = Field(
+        "header", description="How the managed Subscriptions' notifications authenticate: `header` (an "
+        "`Authorization` channel header, any EHR) or `medplum-signature` (Medplum's `X-Signature` HMAC of the body).")
     manage_subscriptions: bool = Field(
         True, description="Create or verify the EHR Subscriptions at start-up (`bridge subscriptions ensure`)."
     )

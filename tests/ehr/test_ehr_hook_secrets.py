@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ehr.hook_secrets import authorization_header, channel_header, derive_secret, verify_header
+from ehr.hook_secrets import (
+    authorization_header,
+    body_signature,
+    channel_header,
+    derive_secret,
+    verify_header,
+    verify_signature,
+)
 
 MASTER = b"synthetic-master-secret-for-tests"
 
@@ -35,3 +42,17 @@ def test_verify_header() -> None:
     assert not verify_header(f"Bearer {secret}x", secret)
     assert not verify_header(f"Bearer {derive_secret(MASTER, 'diagnostic-report')}", secret)
     assert not verify_header("Bearer ", "")
+
+
+def test_verify_signature() -> None:
+    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
+    expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    body = b"what do ya want for nothing?"
+    assert body_signature("Jefe", body) == expected
+    assert verify_signature(expected, body, "Jefe")
+    assert verify_signature(expected.upper(), body, "Jefe")
+    assert not verify_signature(expected, body + b" ", "Jefe")
+    assert not verify_signature(None, body, "Jefe")
+    assert not verify_signature("", body, "Jefe")
+    assert not verify_signature("\u00e9" * 64, body, "Jefe")
+    assert not verify_signature(expected, body, "")

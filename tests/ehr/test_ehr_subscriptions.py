@@ -14,10 +14,11 @@ import pytest
 import pytest_asyncio
 
 from ehr.client import FhirClient
-from ehr.hook_secrets import channel_header, derive_secret
+from ehr.hook_secrets import MEDPLUM_SECRET_EXTENSION, channel_header, derive_secret
 from ehr.subscriptions import (
     DEFAULT_SUBSCRIPTION_SPECS,
     SubscriptionSpec,
+    default_specs,
     ensure_subscriptions,
     notify_endpoint,
     subscription_status,
@@ -149,3 +150,17 @@ def test_spec_keys_must_be_url_path_segments() -> None:
         SubscriptionSpec("Appointment/../x", "Appointment")
     with pytest.raises(ValueError):
         SubscriptionSpec("appointment", "")
+
+
+async def test_a_medplum_signed_spec_carries_the_secret_extension_instead_of_a_header(
+    fhir_client: FhirClient, public_base_url: str
+) -> None:
+    header_spec = DEFAULT_SUBSCRIPTION_SPECS[0]
+    await ensure_subscriptions(fhir_client, [header_spec], public_base_url, MASTER)
+    signed = default_specs("medplum-signature")[0]
+    [switched] = await ensure_subscriptions(fhir_client, [signed], public_base_url, MASTER)
+    [again] = await ensure_subscriptions(fhir_client, [signed], public_base_url, MASTER)
+    assert (switched.action, again.action) == ("updated", "kept")
+    [stored] = await on_server(fhir_client, public_base_url, signed.key)
+    assert "header" not in stored["channel"]
+    assert stored["extension"] == [{"url": MEDPLUM_SECRET_EXTENSION, "valueString": derive_secret(MASTER, signed.key)}]
