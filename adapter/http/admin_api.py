@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, record
+from adapter.http.api_docs import SESSION_SECURITY, session_errors
 from adapter.http.json_body import ONE_LINE, body_doc, json_body
 from adapter.ops.alerts import acknowledge, count_open
 from adapter.ops.tables import ServiceFlag
@@ -45,6 +46,33 @@ class CredentialRequest(BaseModel):
     role: Role
 
 
+# Response bodies, for the OpenAPI document (the handlers build them as JSON).
+class StatusResponse(BaseModel):
+    sending_paused: bool
+    sending_paused_reason: str | None
+    alerts: dict[str, int] = Field(description="Open operator alerts by kind.")
+    templates: dict[str, int] = Field(description="WhatsApp templates by review state.")
+
+
+class SendingResponse(BaseModel):
+    paused: bool
+    changed: bool = Field(description="Whether this call changed the state.")
+
+
+class AckResponse(BaseModel):
+    acknowledged: int
+
+
+class CredentialCreated(BaseModel):
+    name: str
+    role: Role
+    key: str = Field(description="The API key, shown once (only its hash is kept).")
+
+
+class CredentialRevoked(BaseModel):
+    revoked: str
+
+
 def status(engine: Engine) -> dict[str, Any]:
     """Counts and states only: no identifiers, no PHI."""
     with Session(engine) as session:
@@ -65,12 +93,16 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
             record(session, AuditEntry(Kind.ADMIN, action, agent=principal.agent, agent_role=principal.role.value,
                                        source=source_of(request), entity_ref=entity, detail={"op": op}))
 
-    @router.get("/status")
+    @router.get("/status", operation_id="admin_status", response_model=StatusResponse,
+                responses=session_errors(), openapi_extra=SESSION_SECURITY,
+                description="Sending pause, open alerts by kind and template states (counts only).")
     async def get_status(request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
         await asyncio.to_thread(audit, principal, request, Action.READ, "status")
         return JSONResponse(await asyncio.to_thread(status, engine))
 
-    @router.post("/sending/pause", openapi_extra=body_doc(PauseRequest))
+    @router.post("/sending/pause", operation_id="admin_pause_sending", response_model=SendingResponse,
+                 responses=session_errors(400, 413, 422), openapi_extra={**body_doc(PauseRequest), **SESSION_SECURITY},
+                 description="Pauses all sending (the circuit breaker) with a stated reason; messages wait.")
     async def post_pause(request: Request, principal: Principal = Depends(admins),
                          body: PauseRequest = Depends(json_body(PauseRequest))) -> JSONResponse:
         def run() -> bool:
@@ -84,13 +116,17 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
 
         return JSONResponse({"paused": True, "changed": await asyncio.to_thread(run)})
 
-    @router.post("/sending/resume")
+    @router.post("/sending/resume", operation_id="admin_resume_sending", response_model=SendingResponse,
+                 responses=session_errors(), openapi_extra=SESSION_SECURITY,
+                 description="Resumes sending after a pause (held messages go at once).")
     async def post_resume(request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
         changed = await asyncio.to_thread(resume_sending, engine)
         await asyncio.to_thread(audit, principal, request, Action.UPDATE, "resume", "service_flag/sending_paused")
         return JSONResponse({"paused": False, "changed": changed})
 
-    @router.post("/alerts/{alert_id}/ack")
+    @router.post("/alerts/{alert_id}/ack", operation_id="admin_ack_alert", response_model=AckResponse,
+                 responses=session_errors(404, 422), openapi_extra=SESSION_SECURITY,
+                 description="Acknowledges one open operator alert.")
     async def post_ack(alert_id: int, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
         # Checked here, not in the database: PostgreSQL refuses to compare an integer key with a larger
         # number, and SQLite cannot bind one beyond 64 bits.
@@ -100,7 +136,10 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
         await asyncio.to_thread(audit, principal, request, Action.UPDATE, "alert-ack", f"alert/{alert_id}")
         return JSONResponse({"acknowledged": count})
 
-    @router.post("/credentials", status_code=201, openapi_extra=body_doc(CredentialRequest))
+    @router.post("/credentials", status_code=201, operation_id="admin_create_credential",
+                 response_model=CredentialCreated, responses=session_errors(400, 409, 413, 422),
+                 openapi_extra={**body_doc(CredentialRequest), **SESSION_SECURITY},
+                 description="Creates an API key for a role; the key is in this answer only.")
     async def post_credential(request: Request, principal: Principal = Depends(admins),
                               body: CredentialRequest = Depends(json_body(CredentialRequest))) -> JSONResponse:
         try:  # create_credential audits the creation itself
@@ -111,7 +150,9 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
         return JSONResponse({"name": body.name.strip(), "role": body.role.value, "key": key}, status_code=201,
                             headers={"Cache-Control": "no-store"})
 
-    @router.delete("/credentials/{name}")
+    @router.delete("/credentials/{name}", operation_id="admin_revoke_credential",
+                   response_model=CredentialRevoked, responses=session_errors(404), openapi_extra=SESSION_SECURITY,
+                   description="Revokes an API key by name, and ends its sessions.")
     async def delete_credential(name: str, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
         if not name.isprintable() or len(name) > 100:  # no credential has such a name (create_credential)
             raise HTTPException(404, "no active credential with this name")

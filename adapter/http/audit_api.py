@@ -35,6 +35,7 @@ from adapter.audit.csv_export import build_export
 from adapter.audit.search import MAX_VALUE_CHARS, AuditQuery, AuditQueryError, parse_query, search_audit
 from adapter.audit.signing import AuditSigner
 from adapter.audit.trail import _PHONE_LIKE, Action, AuditEntry, Kind, Outcome, record
+from adapter.http.api_docs import SESSION_SCHEME, SESSION_SECURITY, errors, session_errors
 from adapter.http.json_body import ONE_LINE, BodyError, body_doc, json_body, load_json, read_capped
 from adapter.security.access import AccessControl, bearer, source_of
 from adapter.security.credentials import AuthenticationError, LoginResult, LoginThrottled, login, logout
@@ -77,6 +78,23 @@ class LoginRequest(BaseModel):
     """Documents the login body (read by :func:`login_key`, not validated by this model)."""
 
     key: str
+
+
+# Response bodies, for the OpenAPI document (the handlers build them as JSON).
+class LoginResponse(BaseModel):
+    token: str = Field(description="The session token: send it as `Authorization: Bearer`.")
+    role: Role
+    expires_at: str = Field(description="When the session ends (ISO 8601 with offset).")
+
+
+class LogoutResponse(BaseModel):
+    ended: bool
+
+
+class ResolveResponse(BaseModel):
+    patient: str
+    name: list[dict[str, Any]] = Field(description="The EHR Patient's `name` (FHIR HumanName list).")
+    identifier: list[dict[str, Any]] = Field(description="The EHR Patient's `identifier` list.")
 
 
 # The search parameters parse_query takes, for the OpenAPI document (the handlers read the query
@@ -154,7 +172,11 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
     auditors = access.require(Role.AUDITOR)
     officers = access.require(Role.PRIVACY_OFFICER)
 
-    @router.post("/auth/login", openapi_extra=body_doc(LoginRequest, required=False))
+    @router.post("/auth/login", operation_id="auth_login", response_model=LoginResponse,
+                 responses=errors(400, 401, 413, 429, 503),
+                 openapi_extra={**body_doc(LoginRequest, required=False), "security": [{"apiKey": []}, {}]},
+                 description="Exchanges an API key (as `Authorization: Bearer`, or a JSON body's `key`) for a "
+                             "session token. Failed logins are throttled per address.")
     async def post_login(request: Request) -> JSONResponse:
         try:
             key = await login_key(request)
@@ -174,7 +196,9 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
         return JSONResponse({"token": result.token, "role": result.role.value,
                              "expires_at": result.expires_at.isoformat()}, headers={"Cache-Control": "no-store"})
 
-    @router.post("/auth/logout")
+    @router.post("/auth/logout", operation_id="auth_logout", response_model=LogoutResponse,
+                 openapi_extra={"security": [{SESSION_SCHEME: []}, {}]},
+                 description="Ends the session whose token is sent; `ended` says whether one was live.")
     async def post_logout(request: Request) -> JSONResponse:
         token = bearer(request)
         ended = bool(token) and await asyncio.to_thread(logout, engine, token or "", source_of(request))
@@ -186,8 +210,12 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
                           source=source_of(request), patient_ref=patient, entity_ref="AuditEvent",
                           detail={"op": op, **query_detail(pairs)})
 
-    @router.get("/audit/AuditEvent", openapi_extra=_SEARCH_DOC,
-                responses={200: _FHIR_JSON_DOC, 400: _FHIR_JSON_DOC})
+    @router.get("/audit/AuditEvent", operation_id="audit_search", openapi_extra={**_SEARCH_DOC, **SESSION_SECURITY},
+                responses={200: {**_FHIR_JSON_DOC, "description": "A FHIR searchset Bundle of AuditEvents"},
+                           400: {**_FHIR_JSON_DOC, "description": "An unknown or malformed parameter: an "
+                                 "OperationOutcome"}, **session_errors()},
+                description="Searches the audit trail as FHIR AuditEvents (auditor, privacy officer); paged "
+                            "with `_count`/`_offset`. The search itself is audited.")
     async def get_audit_events(request: Request, principal: Principal = Depends(readers)) -> Response:
         pairs = request.query_params.multi_items()
         if nul_in(pairs):
@@ -212,8 +240,13 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
             links["previous"] = _page_url(request, query, max(0, query.offset - query.count))
         return JSONResponse(to_bundle(resources, total, links), media_type="application/fhir+json")
 
-    @router.get("/audit/export.csv", openapi_extra=_SEARCH_DOC, responses={
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, 400: _FHIR_JSON_DOC})
+    @router.get("/audit/export.csv", operation_id="audit_export_csv", openapi_extra={**_SEARCH_DOC, **SESSION_SECURITY},
+                responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                                 "description": "The matching records as CSV; a signed manifest in the header"},
+                           400: {**_FHIR_JSON_DOC, "description": "An unknown or malformed parameter: an "
+                                 "OperationOutcome"}, **session_errors(503)},
+                description="Exports the matching audit records as CSV with an Ed25519-signed manifest (auditor). "
+                            "503 when no audit signing key is configured.")
     async def get_export(request: Request, principal: Principal = Depends(auditors)) -> Response:
         if signer is None:
             raise HTTPException(503, "no audit signing key is configured (audit_signing_key_file)")
@@ -237,7 +270,11 @@ def build_audit_router(engine: Engine, access: AccessControl, *, observer: str, 
             "Content-Disposition": f'attachment; filename="{name}"', MANIFEST_HEADER: encoded,
             "Cache-Control": "no-store"})
 
-    @router.post("/audit/resolve", openapi_extra=body_doc(ResolveRequest))
+    @router.post("/audit/resolve", operation_id="audit_resolve_patient", response_model=ResolveResponse,
+                 responses=session_errors(400, 413, 422, 502, 503),
+                 openapi_extra={**body_doc(ResolveRequest), **SESSION_SECURITY},
+                 description="Resolves a Patient reference to the person's name and identifiers, with a stated "
+                             "reason (privacy officer); audited before anything is returned.")
     async def post_resolve(request: Request, principal: Principal = Depends(officers),
                            body: ResolveRequest = Depends(json_body(ResolveRequest))) -> JSONResponse:
         reason = body.reason.strip()
