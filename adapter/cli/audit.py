@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from sqlalchemy.engine import Engine
 
+from adapter.cli.progress import progress_bar
 from adapter.cli.support import fail, maintenance_url, migrated_engine, operator, say, settings_or_exit
 from adapter.settings import Settings
 
@@ -117,7 +118,8 @@ def verify(
         raise fail(str(error), 2) from None
     engine = migrated_engine(settings)
     try:
-        report = verify_trail(engine, keys, from_seq=from_seq, exported=exported)
+        with progress_bar("verifying audit records") as progress:
+            report = verify_trail(engine, keys, from_seq=from_seq, exported=exported, progress=progress)
     finally:
         engine.dispose()
     start = f"checkpoint {report.start_seq}" if report.start_seq else "the first record"

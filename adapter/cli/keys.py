@@ -23,6 +23,7 @@ import typer
 from sqlalchemy.engine import Engine
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
+from adapter.cli.progress import progress_bar
 from adapter.cli.support import fail, migrated_engine, operator, say, settings_or_exit
 from adapter.maintenance.key_usage import key_usage, usage_by_column
 from adapter.maintenance.reencrypt import reencrypt
@@ -106,7 +107,8 @@ def _run(engine: Engine, keys: KeySource, kind: str, batch_size: int) -> None:
     if engine.dialect.name == "sqlite":
         say("SQLite: the service must be stopped while this runs (one writer process at a time)")
     job = reencrypt if kind == "data" else reindex
-    counts = job(engine, keys, batch_size=batch_size, agent=operator())
+    with progress_bar("re-encrypting values" if kind == "data" else "re-indexing rows") as progress:
+        counts = job(engine, keys, batch_size=batch_size, agent=operator(), progress=progress)
     say(json.dumps(counts, sort_keys=True))
     if counts.get("failed"):
         raise fail(f"{counts['failed']} values did not decrypt with any key held; they are left as they were")

@@ -8,6 +8,9 @@ Every command reads the same settings as the service, so a wrong setting is repo
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
+from typing import Annotated
 
 import typer
 
@@ -20,6 +23,7 @@ from adapter.cli.failures import dead_app, inbox_app, replay, skips
 from adapter.cli.feeds import feeds_app
 from adapter.cli.keys import keys_app
 from adapter.cli.links import assertion_app, links_app
+from adapter.cli.progress import set_mode
 from adapter.cli.retention import retention_app
 from adapter.cli.runners import demo, emulator, serve
 from adapter.cli.smart import smart_app
@@ -28,6 +32,37 @@ from adapter.cli.templates import templates_app
 from adapter.settings import SettingsError
 
 app = typer.Typer(help="FHIR ↔ WhatsApp bridge.", no_args_is_help=True, add_completion=False)
+
+
+def package_version() -> str:
+    try:
+        return installed_version("fhir-whatsapp-bridge")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bridge {package_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", envvar="BRIDGE_PROGRESS",
+        help="Progress bars on stderr for long commands (default: only when stderr is a terminal).")] = None,
+) -> None:
+    set_mode(progress)
+
+
+def version_command() -> None:
+    """Print the installed version."""
+    typer.echo(f"bridge {package_version()}")
+
+
 # Commands are listed in `bridge --help` in the order they are added here.
 app.command()(serve)
 app.command()(demo)
@@ -52,6 +87,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
 app.add_typer(smart_app, name="smart")
 app.add_typer(feeds_app, name="feeds")
+app.command("version")(version_command)
 
 
 def main() -> None:

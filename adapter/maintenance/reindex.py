@@ -25,9 +25,11 @@ from sqlmodel import Session, SQLModel
 from adapter.audit.trail import Outcome
 from adapter.conversation.tables import ActionRequest, Conversation
 from adapter.maintenance.rotation_jobs import (
+    Progress,
     audit_run,
     changed_rows,
     compare_and_set,
+    counted,
     old_tag,
     read_page,
     run_batch,
@@ -43,16 +45,21 @@ from adapter.storage.db import insert_ignoring_duplicates, table_of, utcnow
 PACE_CAP = timedelta(seconds=6)  # Meta's pair rate limit: about one message per 6 s to one user
 
 
-def reindex(engine: Engine, keys: KeySource, *, batch_size: int = 500, agent: str = "system") -> dict[str, int]:
-    """Recomputes every blind index for the active index key; returns counts (see the module docstring)."""
+def reindex(engine: Engine, keys: KeySource, *, batch_size: int = 500, agent: str = "system",
+            progress: Progress | None = None) -> dict[str, int]:
+    """Recomputes every blind index for the active index key; returns counts (see the module docstring).
+    ``progress`` gets (rows looked at, None) after every page: a moved number moves several rows, so
+    there is no total to show."""
     index, cipher = BlindIndex(keys), FieldCipher(keys)
     tag = bytes.fromhex(index.key_id)
     failed: set[int] = set()
-    counts = {"contacts": until_done(lambda: _reindex_contacts(engine, index, cipher, tag, failed, batch_size),
+    done = [0]
+    counts = {"contacts": until_done(counted(lambda: _reindex_contacts(engine, index, cipher, tag, failed,
+                                                                       batch_size), progress, None, done),
                                       "wa_contact.phone_index")}
     skipped: set[int] = set()
-    counts["outbox"] = until_done(lambda: _reindex_outbox(engine, index, cipher, tag, skipped, batch_size),
-                                   "outbox.recipient_key")
+    counts["outbox"] = until_done(counted(lambda: _reindex_outbox(engine, index, cipher, tag, skipped, batch_size),
+                                          progress, None, done), "outbox.recipient_key")
     counts["user_ids_cleared"] = run_batch(engine, lambda session: _clear_user_ids(session, tag))
     counts["orphans_removed"] = run_batch(engine, lambda session: _remove_orphans(session, tag))
     counts["failed"] = len(failed)

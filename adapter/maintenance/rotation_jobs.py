@@ -29,6 +29,8 @@ from adapter.security.crypto import TAG_BYTES
 from adapter.storage.db import transaction
 
 T = TypeVar("T")
+# Rows looked at so far and the expected total (None: unknown); the CLI draws it, the jobs stay free of it.
+Progress = Callable[[int, int | None], None]
 MAX_PASSES = 1000  # a writer still using an old key keeps rows coming back; give up rather than spin forever
 RETRIES = 6
 
@@ -84,3 +86,16 @@ def until_done(step: Callable[[], tuple[int, int]], what: str) -> int:
         if not changed:
             time.sleep(0.05)  # every row lost its race: let the writer finish
     raise RuntimeError(f"{what}: rows under an old key keep coming back; is every instance using the new keys?")
+
+
+def counted(step: Callable[[], tuple[int, int]], progress: Progress | None, total: int | None,
+            done: list[int]) -> Callable[[], tuple[int, int]]:
+    """``step`` that also adds its rows seen to ``done[0]`` and reports them; the total grows to the count
+    when rows come back (a lost race), so a bar never runs past its end."""
+    def run() -> tuple[int, int]:
+        seen, changed = step()
+        done[0] += seen
+        if progress is not None:
+            progress(done[0], None if total is None else max(total, done[0]))
+        return seen, changed
+    return run
