@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from adapter.demo.signals import StopRequested, terminate_as_interrupt
 from adapter.demo.stack import DemoStack, emulator_messages, start_stack, subscriptions_ready, wait_for
 from adapter.demo.walkthroughs import (
     audit_walkthrough,
@@ -48,24 +50,39 @@ def leaks(payload: dict[str, Any], identifying: frozenset[str]) -> list[str]:
 
 
 def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None) -> int:
+    """Runs the demo; Ctrl-C or SIGTERM at any point stops everything it started (no process is left
+    behind). Returns the report's verdict (0: three messages, no PHI), or 128 + the signal's number when
+    stopped before the report."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     say(f"Starting the sandbox EHR, the WhatsApp emulator and the service (files in {workdir}) ...")
-    stack = start_stack(workdir)
-    try:
-        say(f"  EHR (sekmet-fhir): {stack.ehr.base_url}\n  WhatsApp emulator: {stack.emulator.base_url}\n"
-            f"  service:           {stack.settings.public_base_url}  (health: /health)")
-        wait_for(lambda: subscriptions_ready(stack), 30, "the EHR subscriptions")
-        say("EHR subscriptions are active. Creating synthetic patients, appointments and reports ...")
-        made = seed(stack)
-        messages = wait_for(lambda: emulator_messages(stack, 3), 30, "three messages at the emulator")
-        return _report(say, stack, made, messages, keep_running)
-    finally:
-        if not keep_running:
-            stack.stop()
+    verdict: int | None = None
+    with terminate_as_interrupt():
+        stack: DemoStack | None = None
+        try:
+            stack = start_stack(workdir)
+            say(f"  EHR (sekmet-fhir): {stack.ehr.base_url}\n  WhatsApp emulator: {stack.emulator.base_url}\n"
+                f"  service:           {stack.settings.public_base_url}  (health: /health)")
+            wait_for(lambda: subscriptions_ready(stack), 30, "the EHR subscriptions")
+            say("EHR subscriptions are active. Creating synthetic patients, appointments and reports ...")
+            made = seed(stack)
+            messages = wait_for(lambda: emulator_messages(stack, 3), 30, "three messages at the emulator")
+            verdict = _report(say, stack, made, messages)
+            if keep_running:
+                say("\nEverything keeps running; press Ctrl-C to stop. Try: "
+                    f"curl {stack.emulator.base_url}/_emulator/messages")
+                while True:
+                    time.sleep(3600)
+            return verdict
+        except KeyboardInterrupt as stop:
+            say("Stopping the service, the emulator and the sandbox EHR ...")
+            signum = stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
+            return verdict if verdict is not None else 128 + signum
+        finally:
+            if stack is not None:
+                stack.stop()
 
 
-def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]],
-            keep_running: bool) -> int:
+def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]]) -> int:
     catalogue = TemplateCatalogue.load(public_base_url=stack.settings.public_base_url)
 
     def body_text(name: str, language: str) -> str:
@@ -97,12 +114,4 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
     say(f"PHI check: {leaked_total} of {len(identifying)} identifying strings of the synthetic patients, "
         "appointments and reports appear in what WhatsApp received.")
     say(audit_walkthrough(stack))
-    if keep_running:
-        say("\nEverything keeps running; press Ctrl-C to stop. Try: "
-            f"curl {stack.emulator.base_url}/_emulator/messages")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            stack.stop()
     return 0 if leaked_total == 0 and len(messages) == 3 else 1

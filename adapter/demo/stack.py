@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from adapter.app import create_app
 from adapter.demo.sandbox_ehr import SandboxEhr, free_port
+from adapter.demo.signals import uninterrupted
 from adapter.service import Service
 from adapter.settings import DEMO_SECRET, Settings, load_settings
 from adapter.storage.db import make_engine, upgrade
@@ -37,37 +38,51 @@ class DemoStack:
     service: Service
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.emulator.stop()
-        self.ehr.stop()
+        with uninterrupted():
+            self.server.should_exit = True
+            self.thread.join(timeout=15)
+            self.emulator.stop()
+            self.ehr.stop()
 
 
 def start_stack(workdir: Path, **overrides: Any) -> DemoStack:
-    """EHR + emulator + service on free loopback ports, wired to each other."""
-    ehr = SandboxEhr(workdir / "ehr").start()
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    settings = load_settings(**{
-        "mode": "demo", "fhir_base_url": ehr.base_url, "public_base_url": public, "http_port": port,
-        "database_url": f"sqlite:///{workdir / 'bridge.db'}", "portal_base_url": f"{public}/portal-demo",
-        "tick_seconds": 0.2, "site_labels": {DEMO_SITE: "North Campus"}, "audit_checkpoint_seconds": 1.0,
-        **overrides,
-    })
-    emulator = EmulatorServer(EmulatorConfig(
-        access_token=DEMO_SECRET, app_secret=DEMO_SECRET, public_base_url=public,
-        phone_numbers={settings.whatsapp_phone_number_id: "+1 555 0100"}, waba_id=settings.whatsapp_waba_id,
-        webhook_url=f"{public}/whatsapp/webhook"))
-    emulator.start()
-    settings = settings.model_copy(update={"whatsapp_api_base_url": emulator.base_url})
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="bridge-http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return DemoStack(ehr, emulator, server, thread, settings, app.state.service)
+    """EHR + emulator + service on free loopback ports, wired to each other. Interrupted or failed
+    part-way, it stops what it had started (the EHR is a child process) before re-raising."""
+    ehr = SandboxEhr(workdir / "ehr")
+    emulator: EmulatorServer | None = None
+    server: uvicorn.Server | None = None
+    try:
+        ehr.start()
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        settings = load_settings(**{
+            "mode": "demo", "fhir_base_url": ehr.base_url, "public_base_url": public, "http_port": port,
+            "database_url": f"sqlite:///{workdir / 'bridge.db'}", "portal_base_url": f"{public}/portal-demo",
+            "tick_seconds": 0.2, "site_labels": {DEMO_SITE: "North Campus"}, "audit_checkpoint_seconds": 1.0,
+            **overrides,
+        })
+        emulator = EmulatorServer(EmulatorConfig(
+            access_token=DEMO_SECRET, app_secret=DEMO_SECRET, public_base_url=public,
+            phone_numbers={settings.whatsapp_phone_number_id: "+1 555 0100"}, waba_id=settings.whatsapp_waba_id,
+            webhook_url=f"{public}/whatsapp/webhook"))
+        emulator.start()
+        settings = settings.model_copy(update={"whatsapp_api_base_url": emulator.base_url})
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, name="bridge-http", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return DemoStack(ehr, emulator, server, thread, settings, app.state.service)
+    except BaseException:
+        with uninterrupted():
+            if server is not None:
+                server.should_exit = True
+            if emulator is not None:
+                emulator.stop()
+            ehr.stop()
+        raise
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
