@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 
 from adapter.audit.push import keep_pushing
 from adapter.feeds.tasks import keep_backport, keep_feeds, ping_specs
 from adapter.http.admin_api import build_admin_router
+from adapter.http.api_docs import DESCRIPTION as API_DESCRIPTION
+from adapter.http.api_docs import api_version, install_docs
 from adapter.http.audit_api import FhirPatientDirectory, build_audit_router
 from adapter.http.group_commit import GroupCommit
-from adapter.http.health import health
+from adapter.http.health import build_health_router
+from adapter.http.metrics import build_metrics_router
 from adapter.http.whatsapp_webhook import build_webhook_router
 from adapter.ops.instances import hold_instance
 from adapter.portal_assertion import portal_assertion
@@ -73,7 +76,9 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
             await stop(service)
             guard.release()
 
-    app = FastAPI(title="FHIR ↔ WhatsApp bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # /docs is served by install_docs (behind a session outside demo mode); no ReDoc.
+    app = FastAPI(title="FHIR ↔ WhatsApp bridge", description=API_DESCRIPTION, version=api_version(),
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
     def accept(items: list[Any]) -> int:
@@ -93,7 +98,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         _Sink(accept), settings.ehr_hook_secret.get_secret_value().encode(),
         [*service.specs, *ping_specs(settings)], settings.max_notification_bytes, on_refused=service.inbox.refused,
         on_backport=lambda key, status: service.backport.record(key, status) if service.backport else None,
-        store=intake_writer.submit))
+        store=intake_writer.submit,
+        signed_keys=[key for key, spec in service.specs.items() if spec.auth == "medplum-signature"]))
     app.include_router(build_webhook_router(
         service.engine, settings.app_secrets(), settings.whatsapp_verify_token.get_secret_value(),
         service.outbox.contacts, on_stored=lambda: service.pipeline.wake_inward() if service.pipeline else None))
@@ -109,10 +115,10 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
                                           signer=service.audit_signer,
                                           directory=FhirPatientDirectory(lambda: service.fhir)))
     app.include_router(build_admin_router(service.engine, access))
+    install_docs(app, access, public=settings.mode == "demo")
+    app.include_router(build_metrics_router(service.engine))  # GET /metrics, no auth (README, "Metrics")
 
-    @app.get("/health")
-    async def get_health() -> JSONResponse:
-        return JSONResponse(await asyncio.to_thread(health, service))
+    app.include_router(build_health_router(service))  # /livez, /readyz, /health
 
     if settings.mode == "demo":
         @app.get("/portal-demo/{page}", include_in_schema=False)

@@ -24,6 +24,7 @@ from adapter.conversation.inbound import InboundProcessor
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import FeedWatermark, InboxEvent
 from adapter.maintenance.housekeeping import Housekeeping
+from adapter.ops.logs import traced
 from adapter.outbox.dispatch import Dispatcher
 from adapter.outbox.fallback_hook import FallbackHook
 from adapter.outbox.statuses import apply_pending
@@ -203,6 +204,10 @@ class Pipeline:
             if all(item.inbox_event_id is None for item in items):
                 raise  # a ping's results or a direct call: the caller retries
             decisions = await self._decide_each(items, gone)
+        for decision in decisions:  # the decide step of each notification's journey (adapter.ops.logs)
+            with traced(decision.resource_ref):
+                log.info("decided: %d queued, %d skipped%s", len(decision.queued), len(decision.skipped),
+                         " (a version already processed)" if decision.duplicate else "")
         if any(decision.queued for decision in decisions):
             self._queued = True  # the outward loop is woken after this inward batch
         return decisions

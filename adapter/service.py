@@ -51,7 +51,7 @@ from adapter.settings import Settings, SettingsError
 from adapter.storage.db import make_engine, table_of
 from ehr.auth_settings import auth_from_settings
 from ehr.client import FhirClient
-from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, SubscriptionState
+from ehr.subscriptions import SubscriptionState, default_specs
 from ehr.writeback import AppointmentWriter
 from mappings.conversation import Conversation
 from mappings.loader import load_rules
@@ -117,7 +117,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
                      default_phone_region=settings.default_phone_region, report_policy=settings.report_policy),
     )
     attach_reminders(decider, settings)  # reminder rows and the satisfaction survey, planned in the decide step
-    specs = {spec.key: spec for spec in DEFAULT_SUBSCRIPTION_SPECS}
+    specs = {spec.key: spec for spec in default_specs(settings.ehr_notify_auth)}
     if settings.whatsapp_fallback_template and not catalogue.languages(settings.whatsapp_fallback_template):
         raise SettingsError([f"whatsapp_fallback_template: no template named {settings.whatsapp_fallback_template!r} "
                              f"in the catalogue (known: {', '.join(catalogue.names())})"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -18,12 +19,28 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from ehr.auth import FhirAuth
-from ehr.errors import FhirInvalidResponseError, FhirUnavailableError, error_for_response
+from ehr.errors import FhirError, FhirInvalidResponseError, FhirUnavailableError, error_for_response
 
 FHIR_JSON = "application/fhir+json"
 Resource = dict[str, Any]
 
 logger = logging.getLogger(__name__)
+
+# (operation, resource type, seconds, error: the HTTP status or error class, None on success): the port
+# through which whoever runs the client (the service's metrics) learns of each call; no URL, no values.
+CallObserver = Callable[[str, str | None, float, str | None], None]
+_observers: list[CallObserver] = []
+
+
+def observe_calls(observer: CallObserver) -> None:
+    """Calls ``observer`` after every FHIR request of every client in this process (once per observer)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def _report(operation: str, resource_type: str | None, seconds: float, error: str | None) -> None:
+    for observer in _observers:
+        observer(operation, resource_type, seconds, error)
 
 
 class FhirTransport:
@@ -71,8 +88,30 @@ class FhirTransport:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """``method url`` relative to the base URL; ``operation`` and ``resource_type`` name the
-        call in logs and errors."""
+        call in logs and errors, and to the observers of :func:`observe_calls`."""
         started = time.perf_counter()
+        try:
+            response = await self._send(operation, resource_type, method, url, started, params=params,
+                                        content=content, headers=headers)
+        except FhirError as error:
+            _report(operation, resource_type, time.perf_counter() - started,
+                    str(error.status_code) if error.status_code is not None else type(error).__name__)
+            raise
+        _report(operation, resource_type, time.perf_counter() - started, None)
+        return response
+
+    async def _send(
+        self,
+        operation: str,
+        resource_type: str | None,
+        method: str,
+        url: str,
+        started: float,
+        *,
+        params: list[tuple[str, str]] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+    ) -> httpx.Response:
         context: dict[str, Any] = {"operation": operation, "resource_type": resource_type}
         try:
             response = await self._http.request(

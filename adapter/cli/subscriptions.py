@@ -17,11 +17,11 @@ subscriptions_app = typer.Typer(help="The EHR Subscriptions this service needs."
 async def _with_fhir(settings: Settings, action: str) -> list[dict[str, object]]:
     from adapter.feeds.polling import subscribed_specs
     from adapter.service import make_fhir_client
-    from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, ensure_subscriptions, subscription_status
+    from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, default_specs, ensure_subscriptions, subscription_status
 
     async with make_fhir_client(settings) as client:
         if action == "ensure":
-            wanted = subscribed_specs(settings.feed_mode, DEFAULT_SUBSCRIPTION_SPECS)  # polling: none
+            wanted = subscribed_specs(settings.feed_mode, default_specs(settings.ehr_notify_auth))  # polling: none
             states = await ensure_subscriptions(client, wanted, settings.public_base_url,
                                                 settings.ehr_hook_secret.get_secret_value().encode())
         else:

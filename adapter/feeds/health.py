@@ -16,6 +16,9 @@ from sqlmodel import Session, col, select
 from adapter.feeds.tables import FeedState, InboxEvent
 from adapter.storage.db import utcnow
 
+# A feed is up when its Subscription is active or its last poll succeeded (also for /metrics).
+UP_STATUSES = ("active", "ok")
+
 
 @dataclass(frozen=True)
 class FeedHealth:
@@ -55,7 +58,7 @@ def feed_health(engine: Engine, *, stale_after: timedelta | None = None,
     report = []
     for row in rows:
         inbox_key = row.key if row.kind == "rest-hook" else f"poll:{row.key}"[:64]
-        healthy = row.status in ("active", "ok")
+        healthy = row.status in UP_STATUSES
         if stale_after is not None and (row.last_ok_at is None or now - row.last_ok_at > stale_after):
             healthy = False
         report.append(FeedHealth(f"{row.kind}:{row.key}", row.kind, row.status, healthy, received.get(inbox_key),

@@ -5,6 +5,7 @@ without a version is dropped later, when the re-read version turns out to be pro
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -15,11 +16,13 @@ from sqlmodel import Session, col, or_, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.feeds.tables import INBOX_CLAIMABLE, InboxEvent
+from adapter.ops.logs import traced
 from adapter.security.refusal_budget import RefusalBudget, audit_entries
 from adapter.storage.claimable import in_states, indexed_by
 from adapter.storage.db import insert_ignoring_duplicates, insert_new, table_of, transaction, utcnow
 from ehr.notifications import IncomingNotification
 
+log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
 _CLAIMABLE = indexed_by(InboxEvent, "ix_inbox_claimable")
 
@@ -36,6 +39,15 @@ def dedupe_key(item: IncomingNotification) -> str:
         return f"bp:{item.subscription_key}:{subscription}:{counter}:{number}:{target}"
     # No version to dedupe on: keep every delivery; the version check after the re-read dedupes.
     return f"{item.subscription_key}:{target}:{uuid.uuid4().hex}"
+
+
+def _log_received(rows: list[dict[str, object]], new: set[str] | None = None) -> None:
+    """The intake step of a notification's journey (:mod:`adapter.ops.logs`): no identifier but its event id."""
+    for row in rows:
+        ref = f"{row['resource_type']}/{row['resource_id']}" if row["kind"] == "resource" else None
+        with traced(ref):
+            state = "received" if new is None else "stored" if row["dedupe_key"] in new else "already stored"
+            log.info("EHR notification %s (%s)", state, row["resource_type"] or row["kind"])
 
 
 def _rows(items: list[IncomingNotification]) -> list[dict[str, object]]:
@@ -56,8 +68,11 @@ class InboxStore:
         self.owner: str | None = None
 
     def accept(self, items: list[IncomingNotification]) -> int:
+        rows = _rows(items)
         with transaction(self.engine) as session:
-            return insert_ignoring_duplicates(session, InboxEvent, _rows(items), "dedupe_key")
+            stored = insert_ignoring_duplicates(session, InboxEvent, rows, "dedupe_key")
+        _log_received(rows)
+        return stored
 
     def accept_groups(self, groups: Sequence[list[IncomingNotification]]) -> list[int | Exception]:
         """Stores the notifications of several requests in one transaction (group commit,
@@ -67,6 +82,8 @@ class InboxStore:
         try:
             with transaction(self.engine) as session:
                 new = set(insert_new(session, InboxEvent, [row for group in rows for row in group], "dedupe_key"))
+            for group in rows:
+                _log_received(group, new)
             counts: list[int | Exception] = []
             for group in rows:  # a version two requests carry is new for the first only
                 keys = {row["dedupe_key"] for row in group} & new

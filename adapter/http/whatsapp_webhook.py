@@ -47,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
 from adapter.conversation.webhook_store import record_template_events, store_batch, store_batches
 from adapter.http.group_commit import GroupCommit
+from adapter.ops.metrics import timed_webhook
 from adapter.outbox.encoding import CALLBACK_PREFIX, outbox_id_from_callback
 from adapter.recipients.contacts import ContactBook
 from adapter.security.refusal_budget import RefusalBudget, audit_entries
@@ -190,5 +191,5 @@ def build_webhook_router(engine: Engine, app_secrets: Sequence[bytes], verify_to
             on_stored()
         return Response(OK, media_type="application/json")
 
-    router.add_route("/whatsapp/webhook", receive, methods=["POST"])
+    router.add_route("/whatsapp/webhook", timed_webhook(receive), methods=["POST"])  # intake latency metric
     return router

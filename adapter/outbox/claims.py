@@ -59,6 +59,7 @@ class ClaimedMessage:
     # Not sent by then (half the lease), the dispatcher leaves it for the next claim: a send that starts
     # later could outlive the lease, and another instance may then claim the row and send it again.
     send_by: datetime | None = None
+    resource_ref: str | None = None  # what the message is about: its logs' event id (adapter.ops.logs)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def _claimed(cipher: FieldCipher, rules: ClaimRules, row: OutboxMessage, attempt
         "biz_opaque_callback_data": callback_data(row.id or 0),
     })
     return ClaimedMessage(row.id or 0, attempt_id, row.attempts, request, request.get("type") != "template",
-                          now + rules.send_lease / 2)
+                          now + rules.send_lease / 2, row.resource_ref)
 
 
 def _set_body(row: OutboxMessage, sealed: str | None, body: dict[str, Any]) -> None:

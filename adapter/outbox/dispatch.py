@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from adapter.ops.logs import traced
 from adapter.ops.tables import ServiceFlag
 from adapter.outbox.circuit_breaker import sending_paused
 from adapter.outbox.claims import ClaimedMessage
@@ -116,6 +117,13 @@ class Dispatcher:
         return len(claimed)
 
     async def _send(self, message: ClaimedMessage) -> SendOutcome:
+        with traced(message.resource_ref):  # the send step of the notification's journey (adapter.ops.logs)
+            outcome = await self._attempt(message)
+            if outcome.result == "sent":
+                log.info("sent: outbox=%s attempt=%s", message.outbox_id, message.attempt_no)
+            return outcome
+
+    async def _attempt(self, message: ClaimedMessage) -> SendOutcome:
         async with self._slots:
             if self._pausing:  # an account-level error in this batch: do not make it worse
                 # Never sent, so not a disclosure: the outbox writes no audit entry for it. It reached nobody, so

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome
 from adapter.audit.trail import record as audit_record
+from adapter.ops.metrics import count_sends
 from adapter.outbox.batch_writes import set_paces, update_by_id, write_back
 from adapter.outbox.circuit_breaker import pause_sending
 from adapter.outbox.dead_letters import bury
@@ -117,6 +118,7 @@ def _record(engine: Engine, pair_interval: timedelta, outcomes: list[SendOutcome
     now = utcnow()
     with transaction(engine) as session:
         rows = read_rows_in_order(session, [outcome.outbox_id for outcome in outcomes])
+        templates = {outbox_id: row.template_name or row.body_type for outbox_id, row in rows.items()}  # metrics
         attempt_nos = {attempt_id or 0: attempt_no for attempt_id, attempt_no in session.exec(
             select(SendAttempt.id, SendAttempt.attempt_no)
             .where(col(SendAttempt.id).in_(sorted({outcome.attempt_id for outcome in outcomes}))))}
@@ -151,6 +153,7 @@ def _record(engine: Engine, pair_interval: timedelta, outcomes: list[SendOutcome
             set_paces(session, paces)
             write_back(session, list(changed.values()), _OUTCOME_COLUMNS)
         audit_record(session, *audit, at=now)
+    count_sends(outcomes, templates)  # committed: the process's send counters (adapter.ops.metrics)
 
 
 def _apply(session: Session, row: OutboxMessage, outcome: SendOutcome, attempt_no: int | None,

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_
 
 from adapter.audit.trail import AuditEntry, record
+from adapter.ops.logs import traced
 from adapter.outbox.circuit_breaker import pause_sending
 from adapter.outbox.dead_letters import bury
 from adapter.outbox.dispatch import RetryPolicy
@@ -81,8 +82,11 @@ def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None =
         by_wamid = {row.wamid: row for row in rows if row.wamid is not None}
         audit: list[AuditEntry] = []
         links: dict[bytes, bytes] = {}
+        applied: list[tuple[str, str, int | None]] = []  # logged once committed
         for status in pending:
             row = _apply(session, status, by_id, by_wamid, policy, audit)
+            if row is not None:
+                applied.append((row.resource_ref, status.status, row.id))
             if row is not None and status.user_id_index is not None and row.recipient_key is not None:
                 # Meta told us the business-scoped user id of a number we message: remember it, so a
                 # later message from that user without a phone number still finds the patient. Only
@@ -94,7 +98,10 @@ def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None =
             session.execute(_LINK, [{"phone": phone, "user_id": user_id} for phone, user_id in links.items()])
         session.execute(update(_status).where(_status.c.id.in_([status.id for status in pending]))
                         .values(applied_at=utcnow()))
-        return len(pending)
+    for resource_ref, name, outbox_id in applied:  # the status step of the journey (adapter.ops.logs)
+        with traced(resource_ref):
+            log.info("status %s applied: outbox=%s", name, outbox_id)
+    return len(pending)
 
 
 def _locked_rows(session: Session, pending: Sequence[Row[Any]]) -> list[OutboxMessage]:

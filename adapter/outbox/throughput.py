@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from adapter.ops.metrics import pacing_waited
+
 
 class TokenBucket:
     def __init__(self, rate_per_second: float, capacity: float | None = None) -> None:
@@ -33,6 +35,7 @@ class TokenBucket:
         async with self._lock:
             self._refill(time.monotonic())
             if self._tokens < 1:
+                pacing_waited((1 - self._tokens) / self.rate)  # the process's pacing counters
                 await asyncio.sleep((1 - self._tokens) / self.rate)
                 self._refill(time.monotonic())
             self._tokens -= 1

@@ -48,6 +48,15 @@ class ServiceSettings(BaseModel):
     key_wrapping_key_file: Path | None = Field(
         None, description="File (mode 0600) holding the key-encryption key instead of BRIDGE_KEY_WRAPPING_KEY."
     )
+    # --- operations
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text`: one readable line per record; `json`: one JSON object per line, with the "
+        "`event_id` that follows a notification from intake to status."
+    )
+    readiness_checks_sending: bool = Field(
+        False, description="`GET /readyz` also answers 503 while sending is paused by an account-level WhatsApp "
+        "error (the instance then stops receiving EHR notifications and webhooks from a load balancer)."
+    )
 
     def _key_problems(self) -> list[str]:
         problems = []

@@ -7,6 +7,7 @@ SQLite (a file, the default) runs one instance; PostgreSQL runs several, which c
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -17,6 +18,7 @@ from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
@@ -56,11 +58,18 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+@functools.cache
+def schema_heads() -> frozenset[str]:
+    """The latest migration(s) this code knows (read once from the migrations directory)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def upgrade(engine: Engine) -> None:
