@@ -15,13 +15,18 @@ deliver the resource as an update to the endpoint used as a base URL). Request h
    whole request (400/415/422): nothing is stored unless everything is valid. A reference whose id
    or version is not a FHIR id (:func:`ehr.notifications.is_fhir_id`: the id grammar, and not ``.``
    or ``..``) is refused with 400: it names no resource, so re-reading it could only fail, and the
-   pipeline would retry it as if the EHR were down.
+   pipeline would retry it as if the EHR were down. An empty JSON object ``{}`` is what Medplum posts
+   for a deleted resource, naming it in ``X-Medplum-Deleted-Resource: {type}/{id}``
+   (https://www.medplum.com/docs/subscriptions/subscription-extensions, "Interactions"): it is read
+   as a notification of that resource (re-read, the pipeline finds it gone), or as a ping when the
+   header is absent or names nothing this endpoint handles.
 4. The references go to the :class:`~ehr.notifications.NotificationSink` (in a worker thread,
    sinks are synchronous database code); only after it returned is 200 sent. A failing sink → 503
    so the EHR retries (at-least-once in; the inbox dedupes).
 
 Every answer is an OperationOutcome (https://hl7.org/fhir/R4/operationoutcome.html) with a
-PHI-free text. The body is never logged or stored.
+PHI-free text. The body is never logged or stored. Each answer's status and latency go to the observers
+of :func:`observe_intake` (the service's metrics).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
+import time
 from collections.abc import Awaitable, Callable, Collection
 
 from fastapi import APIRouter, Request
@@ -47,8 +54,20 @@ _PARSE_IN_THREAD_BYTES = 256 * 1024
 _SINK_RETRY_AFTER_SECONDS = "5"
 # RFC 9110 section 11.6.1: a 401 names a scheme; Medplum's signature has no registered one.
 _SIGNED_REALM = 'X-Signature realm="ehr-notify"'
+DELETED_HEADER = "X-Medplum-Deleted-Resource"
+_EMPTY_OBJECT = re.compile(rb"\s*\{\s*\}\s*")
+_DELETED_REF = re.compile(r"([A-Z][A-Za-z]{1,63})/([^/]+)")
 
 logger = logging.getLogger(__name__)
+IntakeObserver = Callable[[int, float], None]  # (HTTP status answered, seconds from request to answer)
+_observers: list[IntakeObserver] = []
+
+
+def observe_intake(observer: IntakeObserver) -> None:
+    """Calls ``observer`` after every notification answered by any intake router of this process (once per
+    observer), like :func:`ehr.transport.observe_calls` for the FHIR calls."""
+    if observer not in _observers:
+        _observers.append(observer)
 
 # The body is read raw (capped, then parsed), so FastAPI cannot document it: stated here for the OpenAPI
 # document. The per-key secret goes in ``Authorization: Bearer`` (the Subscription's channel.header), or
@@ -126,6 +145,13 @@ def build_intake_router(
         return None
 
     async def handle(request: Request, key: str, url_type: str | None, url_id: str | None) -> Response:
+        started = time.perf_counter()
+        response = await answer(request, key, url_type, url_id)
+        for observer in _observers:
+            observer(response.status_code, time.perf_counter() - started)
+        return response
+
+    async def answer(request: Request, key: str, url_type: str | None, url_id: str | None) -> Response:
         expected = expected_secrets.get(key)
         if expected is None:
             return outcome(404, "not-found", "No notification endpoint with this key.")
@@ -140,6 +166,8 @@ def build_intake_router(
         if key in signed and not verify_signature(request.headers.get(SIGNATURE_HEADER), body, expected):
             await _refused(key, "wrong_secret", request)
             return outcome(403, "forbidden", "The notification signature is wrong for this endpoint.")
+        if _EMPTY_OBJECT.fullmatch(body):  # Medplum's delete (or expiry): no resource to parse
+            body, url_type, url_id = b"", *_deleted(request, url_type, url_id, supported_types)
         try:
             _check_content_type(request, body)
             parse = functools.partial(parse_with_status, body, key=key, url_type=url_type, url_id=url_id,
@@ -168,6 +196,19 @@ def build_intake_router(
                              operation_id=f"ehr_notify_resource_{method.lower()}", openapi_extra=_OPENAPI_DOC)
 
     return router
+
+
+def _deleted(request: Request, url_type: str | None, url_id: str | None,
+             supported: frozenset[str]) -> tuple[str | None, str | None]:
+    """The resource an empty-object notification is about: the URL's, else the one Medplum names as
+    deleted when this endpoint handles its type (anything else is acknowledged as a ping, so Medplum
+    does not retry a delete the bridge has no use for)."""
+    if url_type is not None:
+        return url_type, url_id
+    named = _DELETED_REF.fullmatch(request.headers.get(DELETED_HEADER, "").strip())
+    if named is None or named[1] not in supported or not is_fhir_id(named[2]):
+        return None, None
+    return named[1], named[2]
 
 
 def _rejected(key: str, rejected: NotificationRejected) -> Response:

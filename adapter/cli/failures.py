@@ -1,18 +1,23 @@
 """What was not sent and running it again: ``bridge skips`` (notifications not sent, and why),
 ``bridge dead-letters`` (messages that failed every attempt), ``bridge inbox`` (EHR notifications the
-pipeline gave up on) and ``bridge replay`` (re-read a resource and decide again; the outbox's natural
+pipeline gave up on) and ``bridge replay`` (re-read resources and decide again; the outbox's natural
 keys keep what was already sent from going out twice)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
+from adapter.cli.progress import Progress, progress_bar
 from adapter.cli.support import admin_entry, audit_admin, migrated_engine, operator, service_or_exit, settings_or_exit
 from adapter.settings import Settings
+
+if TYPE_CHECKING:
+    from adapter.scheduling.decision import Decision
 
 dead_app = typer.Typer(help="Messages that could not be sent.", no_args_is_help=True)
 inbox_app = typer.Typer(help="EHR notifications the pipeline gave up on.", no_args_is_help=True)
@@ -63,43 +68,59 @@ def inbox_retry(event_id: Annotated[int, typer.Argument(help="The event's id (se
     typer.echo(InboxStore(migrated_engine(settings_or_exit())).redrive(event_id, agent=operator()))
 
 
-def replay(reference: Annotated[str, typer.Argument(help="e.g. Appointment/123")]) -> None:
-    """Re-read a resource from the EHR and decide again (after fixing a mapping or a setting).
+def replay(references: Annotated[list[str], typer.Argument(help="e.g. Appointment/123 (one or more)")]) -> None:
+    """Re-read resources from the EHR and decide again (after fixing a mapping or a setting).
 
     Messages already sent are not sent again: their natural keys are still in the outbox.
     """
-    from adapter.feeds.tables import ResourceState
-    from adapter.outbox.tables import OutboxMessage
-
     settings = settings_or_exit()
     engine = migrated_engine(settings)
-    resource_type, _, resource_id = reference.partition("/")
-    if not resource_id:
-        typer.secho("give a reference such as Appointment/123", fg="red", err=True)
+    parsed = [reference.partition("/")[::2] for reference in references]
+    if not all(resource_id for _, resource_id in parsed):
+        typer.secho("give references such as Appointment/123", fg="red", err=True)
         raise typer.Exit(2)
-    from adapter.audit.trail import record
+    with progress_bar("replaying resources") as progress:
+        decisions = asyncio.run(_replay(settings, engine, parsed, progress))
+    for reference, decision in zip(references, decisions, strict=True):
+        typer.echo(f"{reference}: queued {len(decision.queued)}, skipped {decision.skipped}, "
+                   f"blocked {decision.blocked}")
 
+
+def _forget(engine: Engine, resource_type: str, resource_id: str) -> None:
+    """Audits the replay and forgets what would stop it: the version already decided, dead letters whose
+    body was never built, and the skips recorded for it (the decision records them again if they still
+    hold; a skip is keyed by rule, resource, version and reason, so the old row would refuse the new one)."""
+    from adapter.audit.trail import record
+    from adapter.feeds.tables import ResourceState
+    from adapter.outbox.tables import NotificationSkip, OutboxMessage
+
+    reference = f"{resource_type}/{resource_id}"
     with Session(engine) as session:
         record(session, admin_entry("replay", entity=reference))
         session.exec(delete(OutboxMessage).where(
             col(OutboxMessage.resource_ref) == reference, col(OutboxMessage.state) == "dead",
             col(OutboxMessage.payload).is_(None)))
+        session.exec(delete(NotificationSkip).where(col(NotificationSkip.resource_ref) == reference))
         session.exec(delete(ResourceState).where(
             col(ResourceState.resource_type) == resource_type, col(ResourceState.resource_id) == resource_id))
         session.commit()
-    decision = asyncio.run(_replay(settings, resource_type, resource_id))
-    typer.echo(f"queued {len(decision.queued)}, skipped {decision.skipped}, blocked {decision.blocked}")
 
 
-async def _replay(settings: Settings, resource_type: str, resource_id: str):  # type: ignore[no-untyped-def]
+async def _replay(settings: Settings, engine: Engine, references: list[tuple[str, str]],
+                  progress: Progress | None) -> list[Decision]:
     from adapter.service import start, stop
 
     service = service_or_exit(settings)
     await start(service)
+    decisions = []
     try:
         assert service.fhir is not None and service.pipeline is not None
-        resource = await service.fhir.read(resource_type, resource_id)
-        return await service.pipeline.handle_resource(resource)
+        for done, (resource_type, resource_id) in enumerate(references, start=1):
+            await asyncio.to_thread(_forget, engine, resource_type, resource_id)
+            resource = await service.fhir.read(resource_type, resource_id)
+            decisions.append(await service.pipeline.handle_resource(resource))
+            if progress is not None:
+                progress(done, len(references))
     finally:
         await stop(service)
-
+    return decisions

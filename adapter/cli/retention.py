@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from adapter.cli.progress import progress_bar
 from adapter.cli.support import migrated_engine, operator, say, settings_or_exit
 
 retention_app = typer.Typer(help="Retention purges of links, message details and contact data.", no_args_is_help=True)
@@ -35,7 +36,9 @@ def run(
     settings = settings_or_exit()
     engine = migrated_engine(settings)
     try:
-        report = run_retention(engine, RetentionPolicy.from_settings(settings), actor=operator(), dry_run=dry_run)
+        with progress_bar("retention categories") as progress:
+            report = run_retention(engine, RetentionPolicy.from_settings(settings), actor=operator(),
+                                   dry_run=dry_run, progress=progress)
     finally:
         engine.dispose()
     verb = "would remove" if dry_run else "removed"

@@ -9,6 +9,7 @@ import asyncio
 
 import typer
 
+from adapter.cli.progress import progress_bar
 from adapter.cli.support import audit_admin, migrated_engine, settings_or_exit
 
 templates_app = typer.Typer(help="Message templates in the WhatsApp Business Account.", no_args_is_help=True)
@@ -24,7 +25,9 @@ def templates_sync() -> None:
     settings = settings_or_exit()
     engine = migrated_engine(settings)
     try:
-        report = asyncio.run(sync(settings, engine, TemplateCatalogue.load(public_base_url=settings.public_base_url)))
+        catalogue = TemplateCatalogue.load(public_base_url=settings.public_base_url)
+        with progress_bar("syncing templates") as progress:
+            report = asyncio.run(sync(settings, engine, catalogue, progress))
     except WhatsAppError as error:
         typer.secho(f"could not reach the WhatsApp Business Account: {error}", fg="red", err=True)
         raise typer.Exit(1) from None

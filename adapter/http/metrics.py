@@ -34,11 +34,12 @@ from adapter.feeds.backport_monitor import feed_health as backport_feed_health
 from adapter.feeds.health import UP_STATUSES
 from adapter.feeds.tables import INBOX_CLAIMABLE, FeedState, InboxEvent
 from adapter.ops.alerts import count_open
-from adapter.ops.metrics import observe_ehr_call
+from adapter.ops.metrics import observe_ehr_call, observe_ehr_webhook
 from adapter.outbox.circuit_breaker import sending_paused
 from adapter.outbox.tables import OUTBOX_CLAIMABLE, OutboxMessage, TemplateState, WhatsAppStatus
 from adapter.storage.claimable import in_states
 from adapter.storage.db import table_of, utcnow
+from ehr.intake import observe_intake
 from ehr.transport import observe_calls
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class _ProcessCollector(Collector):
 def build_metrics_router(engine: Engine) -> APIRouter:
     """``GET /metrics``, without auth (README, "Metrics": counts only; restrict it at the proxy)."""
     observe_calls(observe_ehr_call)  # the EHR client's port: its calls' latency and errors
+    observe_intake(observe_ehr_webhook)  # the EHR's notifications: intake latency by status answered
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ProcessCollector())
     registry.register(DatabaseCollector(engine))

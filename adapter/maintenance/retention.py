@@ -21,24 +21,22 @@ Categories, each with its own age:
   message in flight (the STOP confirmation must still reach them), their ``wa_contact`` rows (the
   encrypted number AND its blind index) are deleted and their final outbox rows lose ``recipient_enc``.
 
-Why the blind index goes too: STOP stays honoured without it. Consent is keyed by the patient's
-FHIR reference (``consent`` row, kept), every send path checks it by that reference (when deciding and
-again when claiming, :mod:`adapter.outbox.claims`), and a new message's number comes from the EHR, so nothing
-can reach an opted-out patient whether or not we remember the number. The price: a later START typed
-from that number is an unknown sender; re-enrolment goes through the hospital (``bridge consent``).
-The blind index stored on old outbox rows (``recipient_key``) stays: a keyed HMAC, useless without
-the index key, and those rows are payload-free after ``message_days``.
+Why the blind index goes too: STOP stays honoured without it. Consent is keyed by the patient's FHIR
+reference (``consent`` row, kept), every send path checks it by that reference (when deciding and again
+when claiming, :mod:`adapter.outbox.claims`), and a new message's number comes from the EHR, so nothing can
+reach an opted-out patient whether or not we remember the number. The price: a later START typed from that
+number is an unknown sender; re-enrolment goes through the hospital (``bridge consent``).
+The blind index stored on old outbox rows (``recipient_key``) stays: a keyed HMAC, useless without the
+index key, and those rows are payload-free after ``message_days``.
 
 Legal holds (``legal_hold``, active while ``released_at`` is NULL) also keep operational rows that
 name a held patient (or everything, for a hold without a patient).
 
 Batches and audit: each batch (at most ``batch_size`` rows) is one transaction that re-checks the
-category's condition in its DELETE/UPDATE (a row redriven meanwhile is not touched) and records ONE
-audit entry (``Kind.RETENTION``, ``Action.DELETE``) with the rows it removed. An entry therefore
-commits or rolls back with exactly the rows it describes, and a crash between batches leaves no
-unaudited deletion. A run with the default batch size usually writes one entry per category; a big
-backlog writes one per batch, all with the same ``run`` value. A second run finds nothing and
-writes nothing (idempotent).
+category's condition in its DELETE/UPDATE (a row redriven meanwhile is not touched) and records ONE audit
+entry (``Kind.RETENTION``, ``Action.DELETE``) with the rows it removed: an entry commits or rolls back
+with exactly the rows it describes, and a crash between batches leaves no unaudited deletion. A big
+backlog writes one entry per batch, all with the same ``run`` value. A second run writes nothing (idempotent).
 """
 
 from __future__ import annotations
@@ -237,20 +235,22 @@ CATEGORY_NAMES = tuple(category.name for category in CATEGORIES)
 
 
 def run_retention(engine: Engine, policy: RetentionPolicy, *, now: datetime | None = None, actor: str = "system",
-                  dry_run: bool = False) -> RetentionReport:
-    """Purges every category in batches; returns the rows removed per category.
-
-    ``dry_run`` counts what would go without changing anything (and audits nothing)."""
+                  dry_run: bool = False, progress: Callable[[int, int | None], None] | None = None) -> RetentionReport:
+    """Purges every category in batches; returns the rows removed per category. ``dry_run`` counts what
+    would go without changing anything (and audits nothing). ``progress`` gets (categories done,
+    categories) after each category: a count, never a row's content."""
     now = now or utcnow()
     cut = _Cutoffs(links=now - timedelta(days=policy.link_days), messages=now - timedelta(days=policy.message_days),
                    opt_out=now - OPT_OUT_GRACE)
     report = RetentionReport(dry_run=dry_run)
     run_id = _basic_iso(now)
-    for category in CATEGORIES:
+    for done, category in enumerate(CATEGORIES, start=1):
         if dry_run:
             report.counts[category.name] = _count(engine, category, cut)
         else:
             report.counts[category.name] = _purge(engine, category, cut, policy.batch_size, actor, run_id)
+        if progress is not None:
+            progress(done, len(CATEGORIES))
     return report
 
 

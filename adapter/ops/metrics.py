@@ -1,6 +1,6 @@
 """This process's Prometheus instruments (counters and histograms, in the text exposition format of
 https://prometheus.io/docs/instrumenting/exposition_formats/): send results, EHR calls, webhook
-intake, pacing waits.
+intake (WhatsApp webhooks and the EHR's rest-hook notifications), delivery statuses, pacing waits.
 
 Each process counts its own work; a scraper sums them over instances. The database-derived gauges
 (queues, dead letters, feeds, audit chain) are computed at scrape time by
@@ -41,6 +41,15 @@ EHR_ERRORS = Counter(
 WEBHOOK_SECONDS = Histogram(
     "bridge_whatsapp_webhook_duration_seconds", "WhatsApp webhook intake (verify, parse, store), by HTTP status "
     "answered.", ["status"], buckets=_LATENCY_BUCKETS)
+EHR_WEBHOOK_SECONDS = Histogram(
+    "bridge_ehr_webhook_duration_seconds", "EHR rest-hook notification intake (authenticate, read, parse, store in "
+    "the inbox), by HTTP status answered.", ["status"], buckets=_LATENCY_BUCKETS)
+DELIVERY_STATUSES = Counter(
+    "bridge_whatsapp_delivery_statuses", "Delivery statuses from Meta's webhooks that moved a message (sent, "
+    "delivered, read, failed), by status and template.", ["status", "template"])
+DELIVERY_FAILURES = Counter(
+    "bridge_whatsapp_delivery_failures", "Messages Meta accepted and then reported failed, by Meta error code.",
+    ["code"])
 PACING_WAITS = Counter(
     "bridge_pacing_waits", "Sends held back by this process's throughput limit "
     "(whatsapp_messages_per_second / instance_count).")
@@ -98,3 +107,16 @@ def timed_webhook(handler: Callable[[Request], Awaitable[Response]]) -> Callable
 def pacing_waited(seconds: float) -> None:
     PACING_WAITS.inc()
     PACING_WAIT_SECONDS.inc(seconds)
+
+
+def count_statuses(changed: Iterable[tuple[str, str, int | None]]) -> None:
+    """Counts committed delivery statuses, each (status, template, Meta error code of a failure)."""
+    for status, template, code in changed:
+        DELIVERY_STATUSES.labels(status, template).inc()
+        if status == "failed":
+            DELIVERY_FAILURES.labels("" if code is None else str(code)).inc()
+
+
+def observe_ehr_webhook(status: int, seconds: float) -> None:
+    """The observer :func:`ehr.intake.observe_intake` calls after every EHR notification answered."""
+    EHR_WEBHOOK_SECONDS.labels(str(status)).observe(seconds)

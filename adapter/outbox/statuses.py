@@ -32,6 +32,7 @@ from sqlmodel import Session, col, or_
 
 from adapter.audit.trail import AuditEntry, record
 from adapter.ops.logs import traced
+from adapter.ops.metrics import count_statuses
 from adapter.outbox.circuit_breaker import pause_sending
 from adapter.outbox.dead_letters import bury
 from adapter.outbox.dispatch import RetryPolicy
@@ -83,8 +84,9 @@ def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None =
         audit: list[AuditEntry] = []
         links: dict[bytes, bytes] = {}
         applied: list[tuple[str, str, int | None]] = []  # logged once committed
+        changed: list[tuple[str, str, int | None]] = []  # counted once committed: (status, template, code)
         for status in pending:
-            row = _apply(session, status, by_id, by_wamid, policy, audit)
+            row = _apply(session, status, by_id, by_wamid, policy, audit, changed)
             if row is not None:
                 applied.append((row.resource_ref, status.status, row.id))
             if row is not None and status.user_id_index is not None and row.recipient_key is not None:
@@ -98,6 +100,7 @@ def apply_pending(engine: Engine, limit: int = 500, policy: RetryPolicy | None =
             session.execute(_LINK, [{"phone": phone, "user_id": user_id} for phone, user_id in links.items()])
         session.execute(update(_status).where(_status.c.id.in_([status.id for status in pending]))
                         .values(applied_at=utcnow()))
+    count_statuses(changed)  # committed: the process's delivery counters (adapter.ops.metrics)
     for resource_ref, name, outbox_id in applied:  # the status step of the journey (adapter.ops.logs)
         with traced(resource_ref):
             log.info("status %s applied: outbox=%s", name, outbox_id)
@@ -126,9 +129,11 @@ def _settle_by_status(row: OutboxMessage, wamid: str) -> bool:
 
 
 def _apply(session: Session, status: Row[Any], by_id: dict[int | None, OutboxMessage],
-           by_wamid: dict[str, OutboxMessage], policy: RetryPolicy, audit: list[AuditEntry]) -> OutboxMessage | None:
+           by_wamid: dict[str, OutboxMessage], policy: RetryPolicy, audit: list[AuditEntry],
+           changed: list[tuple[str, str, int | None]]) -> OutboxMessage | None:
     """One status, on the rows read for the batch; ``by_wamid`` follows every change of a row's wamid,
-    so a later status of the batch finds the row where a query would have found it."""
+    so a later status of the batch finds the row where a query would have found it. A status that
+    moved the row is added to ``changed`` as (status, template, Meta error code) for the metrics."""
     row = None
     callback_id = outbox_id_from_callback(status.callback_data)
     if callback_id is not None:
@@ -142,8 +147,10 @@ def _apply(session: Session, status: Row[Any], by_id: dict[int | None, OutboxMes
     if row is None:
         return None
     current = STATUS_RANK.get(row.delivery_status or "", 0)
+    template = row.template_name or row.body_type or "unknown"  # as adapter.ops.metrics.count_sends labels it
     if status.status == "failed":
         if current < STATUS_RANK["delivered"] and row.state == "sent":
+            changed.append(("failed", template, status.error_code))
             row.delivery_status, row.delivery_status_ts = "failed", status.meta_timestamp
             row.last_error_code = status.error_code
             before = row.wamid
@@ -151,6 +158,7 @@ def _apply(session: Session, status: Row[Any], by_id: dict[int | None, OutboxMes
             if before is not None and row.wamid != before:
                 by_wamid.pop(before, None)
     elif STATUS_RANK.get(status.status, 0) > current:
+        changed.append((status.status, template, None))
         row.delivery_status, row.delivery_status_ts = status.status, status.meta_timestamp
     return row
 
