@@ -30,6 +30,7 @@ from adapter.demo.walkthroughs import (
 from adapter.demo.world import seed
 from mappings.phi_guard import identifying_strings
 from whatsapp.catalogue import TemplateCatalogue
+from whatsapp.emulator.phone import PREFIX as PHONE_PAGE
 
 Say = Callable[[str], None]
 
@@ -61,6 +62,7 @@ def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None) -> in
         try:
             stack = start_stack(workdir)
             say(f"  EHR (sekmet-fhir): {stack.ehr.base_url}\n  WhatsApp emulator: {stack.emulator.base_url}\n"
+                f"  patients' phones:  {stack.emulator.base_url}{PHONE_PAGE}  (test tool: open in a browser)\n"
                 f"  service:           {stack.settings.public_base_url}  (health: /health)")
             wait_for(lambda: subscriptions_ready(stack), 30, "the EHR subscriptions")
             say("EHR subscriptions are active. Creating synthetic patients, appointments and reports ...")
@@ -68,7 +70,8 @@ def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None) -> in
             messages = wait_for(lambda: emulator_messages(stack, 3), 30, "three messages at the emulator")
             verdict = _report(say, stack, made, messages)
             if keep_running:
-                say("\nEverything keeps running; press Ctrl-C to stop. Try: "
+                say("\nEverything keeps running; press Ctrl-C to stop. Open the patients' phones at "
+                    f"{stack.emulator.base_url}{PHONE_PAGE} to tap a button or reply, or try: "
                     f"curl {stack.emulator.base_url}/_emulator/messages")
                 while True:
                     time.sleep(3600)

@@ -20,4 +20,5 @@ def test_demo_shows_three_messages_and_no_phi(tmp_path: Path) -> None:
     assert "POST (the patient's tap) → 303" in text
     assert "as BALP IHE.BasicAudit.PrivacyDisclosure.Source AuditEvents" in text
     assert "the auditor got 403 from /admin" in text and "intact." in text
+    assert "/_emulator/phone" in text  # the patients' phones page is announced
     assert "+1 201-555" not in text and "2015550123" not in text  # numbers are masked on screen

@@ -11,7 +11,8 @@ webhook, as on Cloud API. Every refused send is remembered (``GET /_emulator/rej
 
 The send route is a bare Starlette route (no pydantic, no dependency injection): it must take well over
 1,000 requests/s on two cores. Template management is in :mod:`whatsapp.emulator.management`, the operator
-endpoints under ``/_emulator/`` in :mod:`whatsapp.emulator.operator`.
+endpoints under ``/_emulator/`` in :mod:`whatsapp.emulator.operator`, the patient's phone page in
+:mod:`whatsapp.emulator.phone`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from whatsapp.emulator.graph_http import JSON, bearer_check, error_response
 from whatsapp.emulator.management import add_management_routes
 from whatsapp.emulator.operator import add_operator_routes
 from whatsapp.emulator.payloads import template_status_document
+from whatsapp.emulator.phone import add_phone_routes
 from whatsapp.emulator.state import AcceptedMessage, EmulatorState, Fault
 from whatsapp.emulator.templates import TemplateRecord, TemplateRegistry
 from whatsapp.emulator.tunables import Tunables
@@ -170,4 +172,5 @@ def create_emulator_app(config: EmulatorConfig) -> FastAPI:
     app.add_route("/{version}/{phone_number_id}/messages", send_message, methods=["POST"])
     add_management_routes(app, config, registry, authorised, dispatcher.spawn)
     add_operator_routes(app, config, state, dispatcher, registry)
+    add_phone_routes(app, config, state, dispatcher, registry)  # the patient's phone page (test tool)
     return app
