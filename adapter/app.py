@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 
 from adapter.audit.push import keep_pushing
+from adapter.console.routes import install_console
 from adapter.feeds.tasks import keep_backport, keep_feeds, ping_specs
 from adapter.http.admin_api import build_admin_router
 from adapter.http.api_docs import DESCRIPTION as API_DESCRIPTION
@@ -29,6 +30,7 @@ from adapter.ops.instances import hold_instance
 from adapter.portal_assertion import portal_assertion
 from adapter.runtime import keep_alive, keep_subscriptions, keep_template_states
 from adapter.security.access import AccessControl
+from adapter.security.login_throttle import LoginThrottle
 from adapter.service import Service, build_service, start, stop
 from adapter.settings import Settings
 from adapter.storage.db import upgrade
@@ -111,10 +113,13 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
     if assertion is not None:
         app.include_router(build_jwks_router(assertion.ring))
     access = AccessControl(service.engine, settings.api_session_minutes)  # the auditor and admin APIs
+    throttle = LoginThrottle()  # one failed-login count for the API and the console
+    directory = FhirPatientDirectory(lambda: service.fhir)
     app.include_router(build_audit_router(service.engine, access, observer=settings.public_base_url,
-                                          signer=service.audit_signer,
-                                          directory=FhirPatientDirectory(lambda: service.fhir)))
+                                          signer=service.audit_signer, directory=directory, throttle=throttle))
     app.include_router(build_admin_router(service.engine, access))
+    install_console(app, service.engine, settings, service=service, signer=service.audit_signer,
+                    directory=directory, throttle=throttle)  # the browser pages under /console
     install_docs(app, access, public=settings.mode == "demo")
     app.include_router(build_metrics_router(service.engine))  # GET /metrics, no auth (README, "Metrics")
 

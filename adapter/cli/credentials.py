@@ -17,7 +17,7 @@ credentials_app = typer.Typer(help="API keys for the auditor and admin API.", no
 
 
 @credentials_app.command("create")
-def create(name: str, role: Annotated[Role, typer.Option("--role", help="auditor, privacy_officer, admin or "
+def create(name: str, role: Annotated[Role, typer.Option("--role", help="auditor, privacy_officer, operator, admin or "
                                                                             "integration")]) -> None:
     """Creates a credential and prints its key: the only time it is shown."""
     engine = migrated_engine(settings_or_exit())

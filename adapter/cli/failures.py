@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, select
 
 from adapter.cli.progress import Progress, progress_bar
 from adapter.cli.support import admin_entry, audit_admin, migrated_engine, operator, service_or_exit, settings_or_exit
@@ -87,22 +87,13 @@ def replay(references: Annotated[list[str], typer.Argument(help="e.g. Appointmen
 
 
 def _forget(engine: Engine, resource_type: str, resource_id: str) -> None:
-    """Audits the replay and forgets what would stop it: the version already decided, dead letters whose
-    body was never built, and the skips recorded for it (the decision records them again if they still
-    hold; a skip is keyed by rule, resource, version and reason, so the old row would refuse the new one)."""
+    """Audits the replay and forgets what would stop it (:func:`adapter.feeds.replay.forget_decisions`)."""
     from adapter.audit.trail import record
-    from adapter.feeds.tables import ResourceState
-    from adapter.outbox.tables import NotificationSkip, OutboxMessage
+    from adapter.feeds.replay import forget_decisions
 
-    reference = f"{resource_type}/{resource_id}"
     with Session(engine) as session:
-        record(session, admin_entry("replay", entity=reference))
-        session.exec(delete(OutboxMessage).where(
-            col(OutboxMessage.resource_ref) == reference, col(OutboxMessage.state) == "dead",
-            col(OutboxMessage.payload).is_(None)))
-        session.exec(delete(NotificationSkip).where(col(NotificationSkip.resource_ref) == reference))
-        session.exec(delete(ResourceState).where(
-            col(ResourceState.resource_type) == resource_type, col(ResourceState.resource_id) == resource_id))
+        record(session, admin_entry("replay", entity=f"{resource_type}/{resource_id}"))
+        forget_decisions(session, resource_type, resource_id)
         session.commit()
 
 

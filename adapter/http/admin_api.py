@@ -1,5 +1,6 @@
 """The admin API: operations over what the service already has (the sending circuit breaker,
-operator alerts, API credentials), for the ``admin`` role only, each audited as ``admin``.
+operator alerts, API credentials), for the ``admin`` role, each audited as ``admin``. The read-mostly
+``operator`` role may read the status, acknowledge alerts and resume sending; never pause or manage keys.
 
 Admins configure and operate; they never read audit content (that is ``/audit``, for auditors),
 so a compromised admin credential cannot mine the trail (minimum necessary, 45 CFR 164.502(b)).
@@ -87,6 +88,8 @@ def status(engine: Engine) -> dict[str, Any]:
 def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
     router = APIRouter(prefix="/admin")
     admins = access.require(Role.ADMIN)
+    # The read-mostly operations role: counts, acknowledging alerts and resuming, as in the console.
+    operations = access.require(Role.ADMIN, Role.OPERATOR)
 
     def audit(principal: Principal, request: Request, action: Action, op: str, entity: str | None = None) -> None:
         with transaction(engine) as session:
@@ -96,7 +99,7 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
     @router.get("/status", operation_id="admin_status", response_model=StatusResponse,
                 responses=session_errors(), openapi_extra=SESSION_SECURITY,
                 description="Sending pause, open alerts by kind and template states (counts only).")
-    async def get_status(request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+    async def get_status(request: Request, principal: Principal = Depends(operations)) -> JSONResponse:
         await asyncio.to_thread(audit, principal, request, Action.READ, "status")
         return JSONResponse(await asyncio.to_thread(status, engine))
 
@@ -119,7 +122,7 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
     @router.post("/sending/resume", operation_id="admin_resume_sending", response_model=SendingResponse,
                  responses=session_errors(), openapi_extra=SESSION_SECURITY,
                  description="Resumes sending after a pause (held messages go at once).")
-    async def post_resume(request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+    async def post_resume(request: Request, principal: Principal = Depends(operations)) -> JSONResponse:
         changed = await asyncio.to_thread(resume_sending, engine)
         await asyncio.to_thread(audit, principal, request, Action.UPDATE, "resume", "service_flag/sending_paused")
         return JSONResponse({"paused": False, "changed": changed})
@@ -127,7 +130,7 @@ def build_admin_router(engine: Engine, access: AccessControl) -> APIRouter:
     @router.post("/alerts/{alert_id}/ack", operation_id="admin_ack_alert", response_model=AckResponse,
                  responses=session_errors(404, 422), openapi_extra=SESSION_SECURITY,
                  description="Acknowledges one open operator alert.")
-    async def post_ack(alert_id: int, request: Request, principal: Principal = Depends(admins)) -> JSONResponse:
+    async def post_ack(alert_id: int, request: Request, principal: Principal = Depends(operations)) -> JSONResponse:
         # Checked here, not in the database: PostgreSQL refuses to compare an integer key with a larger
         # number, and SQLite cannot bind one beyond 64 bits.
         count = await asyncio.to_thread(acknowledge, engine, alert_id) if 1 <= alert_id <= MAX_ROW_ID else 0

@@ -1,5 +1,7 @@
 """The FastAPI dependency that authenticates a request's session token and enforces its role on
-the auditor and admin APIs (45 CFR 164.312(a)(1) access control, 164.312(d) authentication).
+the auditor and admin APIs (45 CFR 164.312(a)(1) access control, 164.312(d) authentication), and
+the browser console's cookie sessions (:func:`touch_session`: the same sessions, with an idle timeout,
+45 CFR 164.312(a)(2)(iii) automatic logoff).
 
 Every refusal is audited: a missing, forged, expired or ended session token as a security alert
 (outcome 8), a valid session with the wrong role as a security alert with outcome 4. The token
@@ -9,19 +11,32 @@ itself is never logged or recorded.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
+from datetime import UTC, timedelta
 
 from fastapi import HTTPException, Request
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.security.credentials import AuthenticationError, authenticate
+from adapter.security.credentials import AuthenticationError, authenticate, digest
 from adapter.security.roles import Principal, Role
-from adapter.storage.db import transaction
+from adapter.security.tables import ApiCredential, ApiSession
+from adapter.storage.db import transaction, utcnow
 
 
 def source_of(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def route_template(request: Request) -> str:
+    """The matched route's full template (``/admin/alerts/{alert_id}/ack``), never the URL: no ids
+    in an audit detail. A route of a router included into another router is matched as its own
+    (prefix-less) route; its full template is FastAPI's effective route context, where that exists."""
+    effective = (request.scope.get("fastapi") or {}).get("effective_route_context")
+    template = getattr(effective, "path_format", None) or getattr(request.scope.get("route"), "path", "?")
+    return str(template)[:100]
 
 
 def bearer(request: Request) -> str | None:
@@ -45,9 +60,7 @@ class AccessControl:
         async def dependency(request: Request) -> Principal:
             token = bearer(request)
             source = source_of(request)
-            route = request.scope.get("route")
-            # The route's template (``/admin/alerts/{alert_id}/ack``), not the URL: no ids in the detail.
-            path = str(getattr(route, "path", "?"))[:100]
+            path = route_template(request)
             if token is None:
                 await asyncio.to_thread(self._refused, None, source, path, "missing", None)
                 raise HTTPException(401, "a session token is required", {"WWW-Authenticate": "Bearer"})
@@ -69,3 +82,28 @@ class AccessControl:
         with transaction(self.engine) as session:
             record(session, AuditEntry(Kind.SECURITY_ALERT, Action.EXECUTE, outcome, agent=agent, agent_role=role,
                                        source=source, detail={"reason": reason, "path": path}))
+
+
+def touch_session(session: Session, token: str, *, idle: timedelta, max_age: timedelta) -> Principal:
+    """The principal of a live console session, whose expiry it moves to ``idle`` from now (never
+    beyond ``max_age`` after login): a session left alone for ``idle`` ends, one in use lasts at most
+    ``max_age``. Raises :class:`AuthenticationError` (``unknown``, ``ended``, ``expired``). Call it in
+    the transaction that records the page view, so the view and the renewal commit together."""
+    hashed = digest(token)
+    found = session.exec(select(ApiSession, ApiCredential)
+                         .join(ApiCredential, col(ApiCredential.id) == col(ApiSession.credential_id))
+                         .where(col(ApiSession.token_hash) == hashed)).first()
+    if found is None or not hmac.compare_digest(found[0].token_hash, hashed):
+        raise AuthenticationError("unknown")
+    api_session, credential = found
+    if api_session.ended_at is not None or credential.revoked_at is not None:
+        raise AuthenticationError("ended")
+    now = utcnow()
+    expires = api_session.expires_at if api_session.expires_at.tzinfo else api_session.expires_at.replace(tzinfo=UTC)
+    if expires <= now:
+        raise AuthenticationError("expired")
+    created = api_session.created_at if api_session.created_at.tzinfo else api_session.created_at.replace(tzinfo=UTC)
+    api_session.expires_at = min(now + idle, created + max_age)
+    session.add(api_session)
+    assert credential.id is not None
+    return Principal(credential.name, Role(api_session.role), credential.id)
