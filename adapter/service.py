@@ -21,6 +21,7 @@ from adapter.audit.link_access import LINK_PORTS
 from adapter.audit.signing import AuditKeyError, AuditSigner
 from adapter.conversation.actions import ActionRunner
 from adapter.conversation.chat import ChatPolicy, ChatReplies
+from adapter.conversation.front_desk import FrontDesk
 from adapter.conversation.inbound import InboundProcessor
 from adapter.feeds.backport_monitor import BackportFeedMonitor
 from adapter.feeds.inbox import InboxStore
@@ -123,7 +124,8 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
                              f"in the catalogue (known: {', '.join(catalogue.names())})"])
     fallback = settings.whatsapp_fallback_template or None
     replies = ChatReplies(outbox, Conversation.load(settings.conversation_file), settings.default_language, fallback,
-                          catalogue.languages(fallback) if fallback else [])
+                          catalogue.languages(fallback) if fallback else [],
+                          front_desk=FrontDesk.from_settings(settings))
     opens, closes = settings.staff_times()
     inbound = InboundProcessor(engine, replies, ChatPolicy(
         handoff_timeout=timedelta(hours=settings.handoff_timeout_hours), zone=settings.zone, opens=opens,

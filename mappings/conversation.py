@@ -8,7 +8,7 @@ of utility notifications is the business's job.
 Two ways to read a message:
 
 * :meth:`Conversation.classify` — every intent. Emergency phrases first, found *anywhere* in the
-  message; then the whole-message keywords (stop, start, staff, yes, no).
+  message; then the whole-message keywords (stop, start, staff, yes, no, menu).
 * :meth:`Conversation.intent` — STOP/START only (whole message), for callers that act on consent
   and must not mistake "yes" or "staff" for something else.
 
@@ -30,7 +30,11 @@ import yaml
 DEFAULT_CONVERSATION_FILE = Path(__file__).parent / "conversation.yaml"
 MAX_TEXT = 1024  # an interactive body's limit; a text body may be 4,096
 MAX_BUTTON_TITLE = 20
-BUTTON_TITLE_KEYS = frozenset({"menu_staff", "menu_stop", "yes_cancel", "no_keep", "slots_button"})
+MAX_ROW_TITLE = 24
+BUTTON_TITLE_KEYS = frozenset({"menu_staff", "menu_stop", "yes_cancel", "no_keep", "slots_button", "menu_button",
+                               "questions_button", "departments_button", "button_confirm", "button_reschedule",
+                               "button_cancel", "helpful_yes", "helpful_no"})
+LIST_ROW_KEYS = frozenset({"menu_appointments", "menu_questions", "menu_departments"})
 REQUIRED_TEXTS = frozenset({"stopped", "started"})
 _EDGE_NOISE = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
 _SPACES = re.compile(r"\s+")
@@ -38,8 +42,8 @@ _APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc\u0060\u00b4]")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-Intent = Literal["stop", "start", "staff", "emergency", "yes", "no"]
-WholeMessageIntent = Literal["stop", "start", "staff", "yes", "no"]
+Intent = Literal["stop", "start", "staff", "emergency", "yes", "no", "menu"]
+WholeMessageIntent = Literal["stop", "start", "staff", "yes", "no", "menu"]
 CONSENT_INTENTS: frozenset[str] = frozenset({"stop", "start"})
 _WHOLE_MESSAGE: tuple[WholeMessageIntent, ...] = get_args(WholeMessageIntent)
 _REQUIRED_WORDS = frozenset({"stop", "start", "staff", "emergency"})
@@ -101,6 +105,7 @@ class Match:
 class Conversation:
     def __init__(self, languages: dict[str, dict[str, object]]) -> None:
         self._keywords: dict[str, Match] = {}
+        self._keyword_languages: dict[str, set[str]] = {}
         self._emergency: dict[str, Match] = {}
         self._texts: dict[str, dict[str, str]] = {}
         for language, spec in languages.items():
@@ -118,6 +123,7 @@ class Conversation:
         if not key:
             return
         owner = self._keywords.setdefault(key, match)  # the first language listing a word owns it
+        self._keyword_languages.setdefault(key, set()).add(match.language)
         if owner.intent != match.intent:
             raise ConversationError(f"{match.language}: {key!r} is both a {owner.intent} word ({owner.language}) "
                                     f"and a {match.intent} word")
@@ -147,6 +153,10 @@ class Conversation:
             if found:
                 return self._emergency[found.group(0)]
         return self._keywords.get(_keyword_key(text))
+
+    def languages_of(self, text: str | None) -> frozenset[str]:
+        """Every language whose whole-message keywords include ``text`` ("no" is English and Spanish)."""
+        return frozenset(self._keyword_languages.get(_keyword_key(text), ())) if text else frozenset()
 
     def text(self, key: str, language: str, default_language: str) -> tuple[str, str]:
         """The reply ``key`` in ``language`` (or the default language): (text, language used)."""
@@ -182,7 +192,7 @@ def _read_texts(language: str, texts: object) -> dict[str, str]:
             placeholders(value)
         except ConversationError as exc:
             raise ConversationError(f"{language}: texts.{key}: {exc}") from exc
-        limit = MAX_BUTTON_TITLE if key in BUTTON_TITLE_KEYS else MAX_TEXT
+        limit = MAX_BUTTON_TITLE if key in BUTTON_TITLE_KEYS else MAX_ROW_TITLE if key in LIST_ROW_KEYS else MAX_TEXT
         if not 1 <= len(value) <= limit:
             raise ConversationError(f"{language}: texts.{key} must be 1 to {limit} characters, not {len(value)}")
     return result

@@ -22,6 +22,7 @@ from adapter.cli.credentials import credentials_app
 from adapter.cli.failures import dead_app, inbox_app, replay, skips
 from adapter.cli.feeds import feeds_app
 from adapter.cli.keys import keys_app
+from adapter.cli.knowledge import knowledge_app
 from adapter.cli.links import assertion_app, links_app
 from adapter.cli.progress import set_mode
 from adapter.cli.retention import retention_app
@@ -84,6 +85,7 @@ app.add_typer(assertion_app, name="assertion-keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(keys_app, name="keys")
+app.add_typer(knowledge_app, name="knowledge")
 app.add_typer(retention_app, name="retention")
 app.add_typer(smart_app, name="smart")
 app.add_typer(feeds_app, name="feeds")

@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 from adapter.audit.fhir_access import failed_request_entry, writeback_entries
 from adapter.audit.trail import AuditEntry
 from adapter.audit.trail import record as audit
+from adapter.conversation import appointments, routing
 from adapter.conversation.chat import ChatReplies, conversation_of, end_handoff, start_handoff
 from adapter.conversation.tables import ActionRequest
 from adapter.ops.alerts import raise_alert
@@ -62,6 +63,7 @@ class Result:
     write: WriteOutcome | None = None  # what the writer did (read, wrote, refused): for the audit trail
     audit: list[AuditEntry] = field(default_factory=list)  # entries beyond the writer's (a survey answer)
     reply: dict[str, Any] | None = None  # a ready message body to answer with (a survey's thanks)
+    appointments: list[dict[str, Any]] | None = None  # "my appointments": the upcoming ones to show
 
 
 class ActionRunner:
@@ -123,6 +125,15 @@ class ActionRunner:
             if outcome.kind == "no_slots":  # taken meanwhile: offer what is free now
                 return await self._offer(request)
             return self._answer(outcome, request.language)
+        if request.kind == "handoff" and (department := routing.department_of(
+                request.slot_ref, self.replies.front_desk.base.departments)):
+            task = await routing.department_task(self.writer._fhir, patient_ref=patient, department=department,
+                                                 request_key=request.dedupe_key, authored_on=utcnow())
+            await self._tell_staff_inbox(request, task)
+            return Result("handoff", task_ref=task)
+        if request.kind == "appointments":
+            shown, searched = await appointments.upcoming(self.writer._fhir, patient, utcnow())
+            return Result("appointments", appointments=shown, audit=[searched])
         if request.kind == "handoff":
             task = await self.writer.handoff(patient_ref=patient, focus_ref=request.resource_ref,
                                              reason=request.outcome or "patient-asked-for-staff", urgent=request.urgent,
@@ -174,6 +185,8 @@ class ActionRunner:
             return
         event = {"event": "whatsapp.handoff", "task": task_ref, "patient": request.patient_ref,
                  "focus": request.resource_ref, "urgent": request.urgent, "reason": request.outcome}
+        if department := routing.department_of(request.slot_ref, self.replies.front_desk.base.departments):
+            event["department"] = department.id
         try:
             await self._http.post(self.staff_inbox_url, json=event)
         except httpx.HTTPError as error:  # the Task is the record; the inbox is a courtesy
@@ -221,6 +234,8 @@ class ActionRunner:
             if result.menu and (found := self.replies.recipient_of(session, row.phone_index)):
                 self.replies.menu(session, natural_key=f"action:{row.id}:menu", patient_ref=row.patient_ref,
                                   recipient=found[1], language=row.language)
+            if result.appointments is not None:
+                appointments.send(self.replies, session, row, result.appointments, self.zone)
             if result.reply is not None and (found := self.replies.recipient_of(session, row.phone_index)):
                 self.replies.send(session, natural_key=f"action:{row.id}:reply", patient_ref=row.patient_ref,
                                   recipient=found[1], message=result.reply, language=row.language)

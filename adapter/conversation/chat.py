@@ -1,5 +1,5 @@
-"""The service's side of a chat: its settings, replies in the patient's language, and the conversation's
-state (welcomed, handed to staff).
+"""The service's side of a chat: its settings, replies in the patient's language, the menu, and the
+conversation's state (welcomed, handed to staff).
 
 Every reply is queued in the outbox like any message (effectively-once by its natural key, paced,
 consent-checked) as a free-form message, with the parameter-less fallback template for when the
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, record
+from adapter.conversation.front_desk import ROW_APPOINTMENTS, ROW_DEPARTMENTS, ROW_QUESTIONS, FrontDesk
 from adapter.conversation.tables import Conversation
 from adapter.outbox.action_tokens import mint_action_token
 from adapter.outbox.store import OutboxStore
@@ -28,7 +29,7 @@ from adapter.recipients.contacts import ContactBook
 from adapter.recipients.tables import WhatsAppContact
 from adapter.storage.db import utcnow
 from mappings.conversation import Conversation as Texts
-from whatsapp.interactive import reply_buttons, text_message
+from whatsapp.interactive import list_message, text_message
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,10 @@ class ChatPolicy:
 
 class ChatReplies:
     def __init__(self, outbox: OutboxStore, texts: Texts, default_language: str, fallback_template: str | None,
-                 fallback_languages: list[str]) -> None:
+                 fallback_languages: list[str], front_desk: FrontDesk | None = None) -> None:
         self.outbox = outbox
+        # The approved answers and departments (settings: knowledge_file); the shipped file when not given.
+        self.front_desk = front_desk or FrontDesk.load()
         self.texts = texts
         self.default_language = default_language
         self.fallback_template = fallback_template
@@ -76,8 +79,10 @@ class ChatReplies:
             due_at=due - timedelta(seconds=1) if first else due, purpose=purpose, fallback=self._fallback(language),
             recipient_key=recipient_key)
 
-    def menu(self, session: Session, *, natural_key: str, patient_ref: str, recipient: str, language: str) -> None:
-        """The short menu for anything not understood: reach a person, or stop messages."""
+    def menu(self, session: Session, *, natural_key: str, patient_ref: str, recipient: str, language: str,
+             body: str = "menu") -> None:
+        """The menu, an interactive list: my appointments, common questions, departments, talk to staff, stop
+        messages. The first three rows are fixed ids; staff and stop are the patient's own action tokens."""
         def title(key: str) -> str:
             return self.texts.render(key, language, self.default_language)[0]
 
@@ -85,8 +90,12 @@ class ChatReplies:
                                   version_id=None)
         stop = mint_action_token(session, action="stop", patient_ref=patient_ref, resource_ref=patient_ref,
                                  version_id=None)
+        rows: list[tuple[str, str, str | None]] = [
+            (ROW_APPOINTMENTS, title("menu_appointments"), None), (ROW_QUESTIONS, title("menu_questions"), None),
+            (ROW_DEPARTMENTS, title("menu_departments"), None), (staff, title("menu_staff"), None),
+            (stop, title("menu_stop"), None)]
         self.send(session, natural_key=natural_key, patient_ref=patient_ref, recipient=recipient, language=language,
-                  message=reply_buttons(title("menu"), [(staff, title("menu_staff")), (stop, title("menu_stop"))]))
+                  message=list_message(title(body), title("menu_button"), rows))
 
     def _fallback(self, language: str) -> dict[str, Any] | None:
         if not self.fallback_template:

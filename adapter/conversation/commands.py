@@ -11,17 +11,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from sqlmodel import Session
 
 from adapter.conversation.chat import start_handoff
+from adapter.conversation.routing import when_text
 from adapter.conversation.turn import Turn
 from adapter.outbox.store import OutboxStore
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.recipients.tables import ConsentRecord
 from adapter.storage.db import utcnow
-from mappings.kinds import local_time_text
+from mappings.knowledge import Hours
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,10 @@ def handoff(turn: Turn, patient_ref: str, focus_ref: str | None) -> str:
 
 
 def _staff_when(turn: Turn) -> str:
-    """When staff will answer, in words: later today, or the next working day."""
-    policy, language = turn.policy, turn.language
-    now = utcnow().astimezone(policy.zone)
-    if now.weekday() in policy.workdays and now.time() < policy.closes:
-        closing = now.replace(hour=policy.closes.hour, minute=policy.closes.minute)
-        return turn.texts.render("when_today", language, turn.default_language,
-                                 time=local_time_text(closing, language))[0]
-    day = now + timedelta(days=1)
-    while day.weekday() not in policy.workdays:
-        day += timedelta(days=1)
-    opening = day.replace(hour=policy.opens.hour, minute=policy.opens.minute)
-    return turn.texts.render("when_next_day", language, turn.default_language,
-                             time=local_time_text(opening, language))[0]
+    """When staff will answer, in words: later today, or the next working day (the front desk's hours)."""
+    policy = turn.policy
+    return when_text(turn.texts, turn.language, turn.default_language,
+                     Hours(policy.zone, policy.opens, policy.closes, policy.workdays), utcnow())
 
 
 def stop(turn: Turn, patients: list[str]) -> str:

@@ -16,17 +16,20 @@ read once, in a batch claimed with ``SKIP LOCKED``:
 - while staff have the conversation (a hand-off), the bot stays silent;
 - a button resolves its opaque token (:mod:`adapter.conversation.taps`); "talk to staff" hands the
   conversation over;
-- the first message gets the welcome; anything not understood gets a short menu, never an answer
-  about health.
+- a menu row opens what it names (:mod:`adapter.conversation.menu`); "menu" in any language opens the
+  menu; other text is looked up in the hospital's approved answers (:mod:`adapter.conversation.answers`:
+  the answer verbatim, a list of likely ones, or the menu with a person) — never a generated answer;
+- the first message gets the welcome.
 
 The content is stored encrypted until processed, then dropped: only the id, type, time and
 outcome remain.
 
 Audit: each processed message gets one ``inbound`` entry (agent ``patient``, entity
 ``message/<wamid>``, detail: message type and the outcome chosen, e.g. ``opted_out``, ``staff``,
-``emergency``, ``sensitive``; how many queued messages a STOP suppressed; the kinds of what was
-redacted) in the processing transaction, written once per batch. Never the text. The patient is
-named when the sender maps to exactly one. A message that failed is recorded with outcome 8.
+``emergency``, ``sensitive``, ``answered``; the approved answer served as ``<entry>@<version>``; how
+many queued messages a STOP suppressed; the kinds of what was redacted) in the processing
+transaction, written once per batch. Never the text. The patient is named when the sender maps to
+exactly one. A message that failed is recorded with outcome 8.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, Outcome, record
+from adapter.conversation import answers, menu
 from adapter.conversation.chat import ChatPolicy, ChatReplies, in_handoff
 from adapter.conversation.commands import emergency, handoff, start, stop
 from adapter.conversation.content import decode_content
+from adapter.conversation.front_desk import FIXED_ROWS
 from adapter.conversation.tables import InboundMessage
 from adapter.conversation.taps import tap
 from adapter.conversation.turn import Turn
@@ -53,7 +58,9 @@ from adapter.storage.db import transaction, utcnow
 log = logging.getLogger(__name__)
 CHANGED_NUMBER = frozenset({"user_changed_number", "customer_changed_number"})
 # Outcomes after which a first-time sender also gets the welcome (not after STOP or an emergency).
-WELCOMED_AFTER = frozenset({"menu", "staff", "confirm", "cancel_asked", "reschedule", "kept", "sensitive"})
+WELCOMED_AFTER = frozenset({"menu", "staff", "confirm", "cancel_asked", "reschedule", "kept", "sensitive", "answered",
+                            "choices", "unanswered", "questions", "departments", "department_open",
+                            "department_closed", "appointments"})
 
 
 @dataclass
@@ -134,6 +141,7 @@ class InboundProcessor:
         outcome = _route(turn)
         if turn.suppressed:
             note.detail["suppressed"] = turn.suppressed
+        note.detail.update(turn.audit_detail)
         if outcome in WELCOMED_AFTER and turn.conversation.welcomed_at is None:
             turn.welcome()
         return outcome
@@ -157,7 +165,7 @@ class InboundProcessor:
 
 def _route(turn: Turn) -> str:
     """What the message asks for, in order: an emergency, STOP/START, redacted text, a hand-off in
-    progress (silence), a tap, staff, else the menu."""
+    progress (silence), a menu row or a tap, staff, the menu, a question, else the menu."""
     intent = turn.match.intent if turn.match else None
     if intent == "emergency":
         return emergency(turn)
@@ -170,8 +178,12 @@ def _route(turn: Turn) -> str:
         turn.request("handoff_check", turn.patients[0])
         return "handoff_silent"
     if turn.content.payload:
+        if turn.content.payload.startswith(FIXED_ROWS):
+            return menu.choose(turn, turn.content.payload)
         return tap(turn, turn.content.payload)
     if intent == "staff":
         return handoff(turn, turn.patients[0], None)
+    if intent is None and turn.content.text:
+        return answers.question(turn, turn.content.text)
     turn.menu()
     return "menu"

@@ -64,3 +64,19 @@ class ActionRequest(SQLModel, table=True):
     next_attempt_at: datetime
     outcome: str | None = Field(default=None, max_length=64)
     created_at: datetime
+
+
+class FrontDeskEvent(SQLModel, table=True):
+    """One thing the front desk did with a patient's question, counted for operators and never with the
+    question's text or the patient: an approved answer served (``answered``, with the entry's id and
+    version), entries offered as a list (``choices``), nothing found (``unanswered``), and the "was this
+    helpful?" taps (``helpful`` / ``unhelpful``, with the entry). See :mod:`adapter.conversation.answers`."""
+
+    __tablename__ = "front_desk_event"
+    __table_args__ = (Index("ix_front_desk_event_kind_at", "kind", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    kind: str = Field(max_length=16)
+    language: str = Field(max_length=16)
+    entry: str | None = Field(default=None, max_length=80)  # "<entry id>@<version>"

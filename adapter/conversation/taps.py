@@ -5,7 +5,8 @@ Another patient's token (typed or forwarded) is refused and recorded; an expired
 reschedule become :class:`~adapter.conversation.tables.ActionRequest` rows that the pipeline carries
 out against the EHR (:mod:`adapter.conversation.actions`); a Confirm also cancels the queued
 reminders unless the setting keeps them. "Talk to staff" and "Stop reminders" do what their words
-do (:mod:`adapter.conversation.commands`); the survey's taps open its list or record the answer
+do (:mod:`adapter.conversation.commands`); "Was this helpful?" is counted
+(:mod:`adapter.conversation.answers`); the survey's taps open its list or record the answer
 (:mod:`adapter.scheduling.survey`).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from adapter.conversation import answers
 from adapter.conversation.commands import handoff, stop
 from adapter.conversation.turn import Turn
 from adapter.outbox.action_tokens import resolve_action_token
@@ -37,6 +39,8 @@ def tap(turn: Turn, payload: str) -> str:
     if token.expires_at < utcnow():
         turn.say("expired")
         return "token_expired"
+    if token.action in answers.FEEDBACK:
+        return answers.feedback(turn, token)
     if token.action == "stop":
         return stop(turn, [token.patient_ref])
     if token.action == "talk_to_staff":

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from adapter.audit.trail import DetailValue
 from adapter.conversation.chat import ChatPolicy, ChatReplies, conversation_of
 from adapter.conversation.content import InboundContent
 from adapter.conversation.tables import ActionRequest, InboundMessage
@@ -44,11 +45,15 @@ class Turn:
         self.recipient = (e164_from_wa_id(content.from_id) if content.from_id
                           else replies.contacts.phone_of(contacts[0]))
         self.match = replies.texts.classify(content.text) if content.text else None
-        # The language the patient writes in, else the one their notifications were sent in.
-        self.language = self.match.language if self.match else notified_language(
-            session, self.phone_index, replies.default_language)
+        # The language the patient writes in, else the one their notifications were sent in; a word of
+        # several languages ("no", "menú"/"menu") keeps the patient's own language when it is one of them.
+        notified = notified_language(session, self.phone_index, replies.default_language)
+        self.language = notified
+        if self.match and notified not in replies.texts.languages_of(content.text):
+            self.language = self.match.language
         self._replies = 0
         self.suppressed = 0  # queued messages a STOP suppressed (reported in the audit entry)
+        self.audit_detail: dict[str, DetailValue] = {}  # codes for the message's audit entry (an answer served)
 
     def next_reply_key(self) -> str:
         self._replies += 1
@@ -71,9 +76,9 @@ class Turn:
         self.conversation.welcomed_at = utcnow()
         self.session.add(self.conversation)
 
-    def menu(self) -> None:
+    def menu(self, body: str = "menu") -> None:
         self.replies.menu(self.session, natural_key=self.next_reply_key(), patient_ref=self.patients[0],
-                          recipient=self.recipient, language=self.language)
+                          recipient=self.recipient, language=self.language, body=body)
 
     def mint(self, action: str, patient_ref: str, resource_ref: str, version_id: str | None,
              detail: str | None = None) -> str:

@@ -1,17 +1,20 @@
 """Settings of the conversation and what follows it: the keyword and reply file, how a Confirm tap is
 written back to the EHR, rescheduling, the hand-off to the front desk and its opening hours, and the
 reminder timing (quiet hours, :mod:`mappings.quiet_hours`; reminders after a confirmation; a daily cap)
-and the satisfaction survey."""
+and the satisfaction survey; the front desk's approved answers and departments (:mod:`mappings.knowledge`),
+refused at start-up when ``bridge knowledge check`` finds an error in them."""
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from adapter.settings.values import PACKAGE_ROOT, WebUrl
+from mappings.knowledge import DEFAULT_KNOWLEDGE_FILE, KnowledgeBase, KnowledgeError
+from mappings.knowledge_check import check as check_knowledge
 from mappings.quiet_hours import QuietHours
 
 DEFAULT_CONVERSATION_FILE = PACKAGE_ROOT / "mappings" / "conversation.yaml"
@@ -21,6 +24,21 @@ class ConversationSettings(BaseModel):
     # --- conversations and write-back
     conversation_file: Path = Field(
         DEFAULT_CONVERSATION_FILE, description="Keywords (STOP, staff, emergency words) and reply texts per language."
+    )
+    knowledge_file: Path = Field(
+        DEFAULT_KNOWLEDGE_FILE, description="The hospital's approved answers and its departments (hours, time zone, "
+        "the FHIR owner of their hand-off Tasks), per language; check it with `bridge knowledge check`."
+    )
+    answer_confident_score: float = Field(
+        88.0, ge=50, le=100, description="Match score (0-100) from which an approved answer is sent at once, when the "
+        "next entry scores at least answer_margin less."
+    )
+    answer_weak_score: float = Field(
+        65.0, ge=0, le=100, description="Match score from which entries are offered as a list (the best three); below "
+        "it the patient gets the menu and a person."
+    )
+    answer_margin: float = Field(
+        8.0, ge=0, le=50, description="How far ahead of the next entry a confident match must be."
     )
     confirm_mode: Literal["participant", "appointment_response"] = Field(
         "participant", description="How a Confirm tap is written: the patient participant's status, or an "
@@ -66,6 +84,25 @@ class ConversationSettings(BaseModel):
         if not value or any(day not in range(7) for day in value):
             raise ValueError("must list days 0 (Monday) to 6 (Sunday), e.g. [0, 1, 2, 3, 4]")
         return sorted(set(value))
+
+    @field_validator("knowledge_file")
+    @classmethod
+    def _knowledge(cls, value: Path) -> Path:
+        try:
+            base = KnowledgeBase.load(value)
+        except KnowledgeError as error:
+            raise ValueError(f"{value}: " + "; ".join(error.problems)) from None
+        errors = [str(p) for p in check_knowledge(base, date.today()) if p.level == "error"]
+        if errors:
+            raise ValueError(f"{value} (run `bridge knowledge check`): " + "; ".join(errors))
+        return value
+
+    @model_validator(mode="after")
+    def _answer_scores(self) -> ConversationSettings:
+        if self.answer_weak_score >= self.answer_confident_score:
+            raise ValueError(f"answer_weak_score ({self.answer_weak_score:g}) must be below answer_confident_score "
+                             f"({self.answer_confident_score:g})")
+        return self
 
     @field_validator("quiet_hours")
     @classmethod

@@ -128,7 +128,7 @@ def test_a_message_opens_the_window_from_its_own_timestamp_and_content_is_droppe
         assert contact.last_inbound_at is not None
         assert abs((utcnow() - timedelta(hours=3) - contact.last_inbound_at).total_seconds()) < 5
         row = session.exec(select(InboundMessage)).one()
-        assert (row.state, row.outcome, row.content_enc) == ("done", "menu", None)
+        assert (row.state, row.outcome, row.content_enc) == ("done", "unanswered", None)
 
 
 def test_a_sender_known_only_by_business_scoped_user_id_is_found(engine: Engine) -> None:

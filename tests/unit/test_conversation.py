@@ -58,10 +58,17 @@ TEXT_KEYS = frozenset({
     "no_keep",
     "cancelled", "kept", "changed", "status_booked", "status_cancelled", "status_other", "not_allowed",
     "slots_prompt", "slots_button", "rescheduled", "no_slots", "handoff", "expired",
+    "menu_button", "menu_appointments", "menu_questions", "menu_departments", "no_answer", "appointments_none",
+    "appointment_line", "site_default", "button_confirm", "button_reschedule", "button_cancel", "questions_prompt",
+    "questions_button", "answer_weak", "answer_helpful", "helpful_yes", "helpful_no", "helpful_thanks",
+    "helpful_sorry", "departments_prompt", "departments_button", "queued_open", "queued_closed", "wait_minutes",
+    "wait_hours",
 })
 PLACEHOLDERS = {
     "staff_ack": {"when"}, "when_today": {"time"}, "when_next_day": {"time"}, "cancel_ask": {"date", "time"},
     "changed": {"date", "time", "status"}, "rescheduled": {"date", "time"},
+    "appointment_line": {"date", "time", "site"}, "queued_open": {"department", "wait"},
+    "queued_closed": {"department", "when"}, "wait_minutes": {"count"}, "wait_hours": {"count"},
 }
 
 
