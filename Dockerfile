@@ -1,10 +1,11 @@
-# syntax=docker/dockerfile:1
 # The service's image: python:3.11-slim, dependencies pinned by constraints.txt, run as an unprivileged
 # user, a health check on /readyz. Secrets are never part of it: pass them at run time (environment
 # variables, or a settings file mounted as a secret and named by BRIDGE_SETTINGS_FILE).
 #   docker build -t fhir-whatsapp-bridge .
 #   docker build -t fhir-whatsapp-bridge:demo --build-arg BRIDGE_EXTRAS=demo .   # adds the sandbox EHR
-# To pin the base image by digest: --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest>
+# To pin the base image by digest: --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest>; to build
+# without Docker Hub, name a mirror's copy the same way. No `# syntax=` line: BuildKit would fetch that
+# frontend image from Docker Hub, and this file needs nothing beyond the builder's own Dockerfile syntax.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -18,8 +19,10 @@ COPY mappings ./mappings
 COPY portal_links ./portal_links
 COPY whatsapp ./whatsapp
 ARG BRIDGE_EXTRAS=""
-# A regular (not editable) install: the image needs no source tree, only the virtualenv.
-RUN /opt/bridge/bin/pip install --no-compile -c constraints.txt ".${BRIDGE_EXTRAS:+[$BRIDGE_EXTRAS]}"
+# A regular (not editable) install: the image needs no source tree, only the virtualenv. Compiled to
+# bytecode here because the unprivileged user cannot write __pycache__: without it every start (and every
+# `bridge` command) compiles the imports again, 3.1 s instead of 1.3 s of CPU, for 70 MB more image.
+RUN /opt/bridge/bin/pip install -c constraints.txt ".${BRIDGE_EXTRAS:+[$BRIDGE_EXTRAS]}"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/bridge/bin:$PATH \

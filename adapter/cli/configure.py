@@ -8,6 +8,7 @@ import base64
 import secrets
 
 import typer
+from sqlalchemy.engine import make_url
 
 from adapter.cli.support import migrated_engine, settings_or_exit
 
@@ -17,6 +18,8 @@ def check_settings() -> None:
     settings = settings_or_exit()
     for name, value in settings.model_dump().items():
         shown = "********" if "SecretStr" in type(getattr(settings, name)).__name__ else value
+        if name == "database_url":  # a PostgreSQL URL may carry the role's password
+            shown = make_url(str(value)).render_as_string(hide_password=True)
         typer.echo(f"{name} = {shown}")
     typer.secho("settings are valid", fg="green")
 

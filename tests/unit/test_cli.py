@@ -55,6 +55,10 @@ def test_check_settings_masks_secrets_and_reports_problems(env: str, monkeypatch
     shown = runner.invoke(app, ["check-settings"])
     assert shown.exit_code == 0 and "whatsapp_app_secret = ********" in shown.output
     assert "demo-only" not in shown.output
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", "postgresql+psycopg://bridge:synthetic-pw-7@db:5432/bridge")
+    with_url = runner.invoke(app, ["check-settings"]).output
+    assert "database_url = postgresql+psycopg://bridge:***@db:5432/bridge" in with_url
+    assert "synthetic-pw-7" not in with_url
     monkeypatch.setenv("BRIDGE_MODE", "production")
     refused = runner.invoke(app, ["check-settings"])
     assert refused.exit_code == 2 and "BRIDGE_WHATSAPP_ACCESS_TOKEN" in refused.output

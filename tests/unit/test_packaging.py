@@ -86,7 +86,9 @@ def test_compose_runs_the_service_on_postgresql_with_an_optional_demo_profile(co
     bridge = services["bridge"]
     assert bridge["depends_on"]["db"]["condition"] == "service_healthy"
     assert bridge["environment"]["BRIDGE_DATABASE_URL"].startswith("postgresql+psycopg://")
-    assert services["db"]["image"].startswith("postgres:") and "profiles" not in services["db"]
+    assert re.fullmatch(r"\$\{POSTGRES_IMAGE:-postgres:[^}]+\}", services["db"]["image"]), services["db"]["image"]
+    assert "profiles" not in services["db"]
+    assert bridge["build"]["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim}"
     assert "profiles" not in bridge
     assert services["whatsapp"]["profiles"] == ["demo"] and services["whatsapp"]["command"][0] == "emulator"
     assert services["ehr"]["profiles"] == ["demo"] and "sekmet.main:app_factory" in services["ehr"]["entrypoint"]
