@@ -52,7 +52,7 @@ from adapter.settings import Settings, SettingsError
 from adapter.storage.db import make_engine, table_of
 from ehr.auth_settings import auth_from_settings
 from ehr.client import FhirClient
-from ehr.subscriptions import SubscriptionState, default_specs
+from ehr.subscriptions import SubscriptionSpec, SubscriptionState, default_specs
 from ehr.writeback import AppointmentWriter
 from mappings.conversation import Conversation
 from mappings.loader import load_rules
@@ -94,6 +94,15 @@ class Service:
     subscription_error: str | None = None
 
 
+def subscription_specs(settings: Settings, rules: RuleSet | None = None) -> dict[str, SubscriptionSpec]:
+    """The EHR feeds the service needs: one per resource type a rule file fires on (a notice's rule file
+    deleted, its resource type is no longer subscribed to or polled)."""
+    if rules is None:
+        rules = load_rules(settings.mappings_dir, TemplateCatalogue.load(public_base_url=settings.public_base_url),
+                           settings.phi_profile)
+    return {spec.key: spec for spec in default_specs(settings.ehr_notify_auth, rules.resource_types())}
+
+
 def build_service(settings: Settings, *, engine: Engine | None = None) -> Service:
     """The synchronous part of the graph; refuses to build on bad rules or templates."""
     engine = engine or make_engine(settings.database_url)
@@ -118,7 +127,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
                      default_phone_region=settings.default_phone_region, report_policy=settings.report_policy),
     )
     attach_reminders(decider, settings)  # reminder rows and the satisfaction survey, planned in the decide step
-    specs = {spec.key: spec for spec in default_specs(settings.ehr_notify_auth)}
+    specs = subscription_specs(settings, rules)
     if settings.whatsapp_fallback_template and not catalogue.languages(settings.whatsapp_fallback_template):
         raise SettingsError([f"whatsapp_fallback_template: no template named {settings.whatsapp_fallback_template!r} "
                              f"in the catalogue (known: {', '.join(catalogue.names())})"])

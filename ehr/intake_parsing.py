@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from ehr.backport_events import BackportNotification, BackportStatus, StatusRejected, parse_status
 from ehr.notifications import IncomingNotification
 
-DEFAULT_SUPPORTED_TYPES = frozenset({"Appointment", "DiagnosticReport"})
+DEFAULT_SUPPORTED_TYPES = frozenset({"Appointment", "DiagnosticReport", "DocumentReference", "Invoice"})
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _REFERENCE_RE = re.compile(

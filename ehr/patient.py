@@ -141,7 +141,7 @@ def patient_reference(resource: Mapping[str, Any]) -> str | None:
     if resource.get("resourceType") == "Appointment":
         participants = [p for p in resource.get("participant") or [] if isinstance(p, dict)]
         candidates = [p.get("actor") for p in participants]
-    elif resource.get("resourceType") == "DiagnosticReport":
+    elif resource.get("resourceType") in ("DiagnosticReport", "DocumentReference", "Invoice"):
         candidates = [resource.get("subject")]
     else:
         return None

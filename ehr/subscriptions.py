@@ -65,9 +65,20 @@ DEFAULT_SUBSCRIPTION_SPECS: tuple[SubscriptionSpec, ...] = (
 )
 
 
-def default_specs(auth: NotifyAuth = "header") -> tuple[SubscriptionSpec, ...]:
-    """:data:`DEFAULT_SUBSCRIPTION_SPECS`, each authenticating its notifications with ``auth``."""
-    return tuple(replace(spec, auth=auth) for spec in DEFAULT_SUBSCRIPTION_SPECS)
+# Feeds for the non-clinical notices (a DocumentReference becoming current, an Invoice issued), wanted only
+# when a mapping rule is about that resource type: a hospital without such rules is not notified of them.
+NOTICE_SUBSCRIPTION_SPECS: tuple[SubscriptionSpec, ...] = (
+    SubscriptionSpec("document-reference", "DocumentReference", "full-resource"),
+    SubscriptionSpec("invoice", "Invoice", "full-resource"),
+)
+
+
+def default_specs(auth: NotifyAuth = "header", resource_types: Collection[str] = ()) -> tuple[SubscriptionSpec, ...]:
+    """:data:`DEFAULT_SUBSCRIPTION_SPECS`, plus the :data:`NOTICE_SUBSCRIPTION_SPECS` of ``resource_types``
+    (the types the mapping rules are about, :meth:`mappings.rules.RuleSet.resource_types`), each
+    authenticating its notifications with ``auth``."""
+    notices = tuple(spec for spec in NOTICE_SUBSCRIPTION_SPECS if spec.criteria in resource_types)
+    return tuple(replace(spec, auth=auth) for spec in (*DEFAULT_SUBSCRIPTION_SPECS, *notices))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class RenderContext:
     default_site_label: str
     mint_link: Callable[[str], str] = field(repr=False)
     mint_action: Callable[[str], str] = field(repr=False)
+    # The label an operator's "moved" notice names as the new site (kind new_site_label); None otherwise.
+    new_site_label: str | None = None
 
     @property
     def public_labels(self) -> frozenset[str]:

@@ -25,7 +25,7 @@ from mappings.context import RenderContext
 from mappings.fhir_time import NotAnInstant, parse_instant
 from mappings.fhirpath import evaluate
 
-LinkTarget = Literal["report", "appointment"]
+LinkTarget = Literal["report", "appointment", "document", "statement"]
 # The same vocabularies as portal_links.store.PORTAL_PATHS and adapter.outbox.action_tokens.ACTIONS.
 Action = Literal["confirm", "reschedule", "cancel", "talk_to_staff", "stop"]
 LINK_TARGETS: tuple[str, ...] = get_args(LinkTarget)
@@ -115,6 +115,19 @@ class SiteLabel(_Param):
         return ctx.default_site_label
 
 
+class NewSiteLabel(_Param):
+    """The public label of the site an operator's "moved" notice sends patients to
+    (``bridge notices site-closure --new-site``), checked against the configured labels before any
+    message is built; never a text taken from the EHR."""
+
+    kind: Literal["new_site_label"]
+
+    def value(self, resource: Mapping[str, Any], ctx: RenderContext) -> str:
+        if not ctx.new_site_label or ctx.new_site_label not in ctx.public_labels:
+            raise ValueProblem("no configured site label was given for the new site")
+        return ctx.new_site_label
+
+
 class LinkToken(_Param):
     """The URL suffix of a signed portal link, minted by the caller for ``target``."""
 
@@ -135,9 +148,9 @@ class ActionToken(_Param):
         return _token(ctx.mint_action(self.action), "action")
 
 
-BodyParam = Annotated[LocalDate | LocalTime | SiteLabel, Field(discriminator="kind")]
+BodyParam = Annotated[LocalDate | LocalTime | SiteLabel | NewSiteLabel, Field(discriminator="kind")]
 ButtonParam = Annotated[LinkToken | ActionToken, Field(discriminator="kind")]
-BODY_KINDS: tuple[str, ...] = ("local_date", "local_time", "site_label")
+BODY_KINDS: tuple[str, ...] = ("local_date", "local_time", "site_label", "new_site_label")
 BUTTON_KINDS: tuple[str, ...] = ("link_token", "action_token")
 
 

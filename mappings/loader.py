@@ -6,8 +6,10 @@ against the file shape (:mod:`mappings.schema`), R4 status codes, FHIRPath synta
 every file is reported at once in a :class:`~mappings.errors.MappingError`; only a clean folder becomes a
 :class:`~mappings.rules.RuleSet`.
 
-Status value sets: https://hl7.org/fhir/R4/valueset-appointmentstatus.html and
-https://hl7.org/fhir/R4/valueset-diagnostic-report-status.html.
+Status value sets: https://hl7.org/fhir/R4/valueset-appointmentstatus.html,
+https://hl7.org/fhir/R4/valueset-diagnostic-report-status.html,
+https://hl7.org/fhir/R4/valueset-document-reference-status.html and
+https://hl7.org/fhir/R4/valueset-invoice-status.html.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ STATUSES: Mapping[str, frozenset[str]] = {
                               "noshow", "entered-in-error", "checked-in", "waitlist"}),
     "DiagnosticReport": frozenset({"registered", "partial", "preliminary", "final", "amended", "corrected",
                                    "appended", "cancelled", "entered-in-error", "unknown"}),
+    "DocumentReference": frozenset({"current", "superseded", "entered-in-error"}),
+    "Invoice": frozenset({"draft", "issued", "balanced", "cancelled", "entered-in-error"}),
 }
 
 
@@ -103,6 +107,7 @@ def _check_rule(file: str, spec: RuleSpec, catalogue: TemplateCatalogue, profile
     def problem(field: str, message: str) -> None:
         problems.append(Problem(file, message, spec.id, field))
 
+    problems.extend(_check_operator_notice(file, spec))
     valid = STATUSES[spec.resource]
     for index, status in enumerate(spec.when.status_enters):
         if status not in valid:
@@ -140,6 +145,20 @@ def _check_rule(file: str, spec: RuleSpec, catalogue: TemplateCatalogue, profile
         hint = (f"add template.{profile} naming a template without those parameters"
                 if profile not in variants else "that profile's template cannot use them either")
         problem("template", f"the {profile!r} PHI profile does not allow {kinds} (used at {wheres}); {hint}")
+    return problems
+
+
+def _check_operator_notice(file: str, spec: RuleSpec) -> list[Problem]:
+    """An operator's notice is about the Appointments it selects; only a "moved" notice names a new site."""
+    problems: list[Problem] = []
+    notice = spec.when.operator_notice
+    if notice is not None and spec.resource != "Appointment":
+        problems.append(Problem(file, "an operator_notice rule is about Appointments; set resource: Appointment",
+                                spec.id, "resource"))
+    for index, param in enumerate(spec.body):
+        if param.kind == "new_site_label" and notice != "site-moved":
+            problems.append(Problem(file, "new_site_label is only known to a rule with operator_notice: site-moved",
+                                    spec.id, f"body[{index}]"))
     return problems
 
 
@@ -183,7 +202,7 @@ def _build(file: str, spec: RuleSpec, catalogue: TemplateCatalogue) -> Rule:
     rule = Rule(
         id=spec.id, resource_type=spec.resource, statuses=frozenset(spec.when.status_enters),
         repeat=spec.repeat, templates=templates, body=tuple(spec.body), buttons=tuple(spec.buttons),
-        languages=languages, source_file=file,
+        languages=languages, source_file=file, operator_notice=spec.when.operator_notice,
     )
     if not spec.reminders or spec.reminder_template is None:
         return rule

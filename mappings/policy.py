@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Literal, get_args
 
 PhiProfile = Literal["default", "strict"]
-ParamKind = Literal["local_date", "local_time", "site_label", "link_token", "action_token"]
+ParamKind = Literal["local_date", "local_time", "site_label", "new_site_label", "link_token", "action_token"]
 
 PROFILES: tuple[PhiProfile, ...] = get_args(PhiProfile)
 ALL_KINDS: frozenset[ParamKind] = frozenset(get_args(ParamKind))

@@ -35,6 +35,8 @@ class Rule:
     # Reminders before the appointment's start (adapter.scheduling.reminders); ``reminder`` renders them.
     reminder_offsets: tuple[timedelta, ...] = ()
     reminder: Rule | None = None
+    # Set for a rule an operator's notice fires (``when.operator_notice``); such a rule has no statuses.
+    operator_notice: str | None = None
 
     def template_for(self, profile: PhiProfile) -> str:
         """The template sent under ``profile``: its own alternative if the rule has one, else the default."""
@@ -65,14 +67,24 @@ class RuleSet:
         self._rules = tuple(rules)
         self._by_resource: dict[str, list[Rule]] = {}
         for rule in self._rules:
-            self._by_resource.setdefault(rule.resource_type, []).append(rule)
+            if rule.operator_notice is None:  # an operator's notice is looked up by operator(), not by changes
+                self._by_resource.setdefault(rule.resource_type, []).append(rule)
 
     def for_resource(self, resource_type: str) -> list[Rule]:
+        """The rules a change of a ``resource_type`` may fire (not operator notices), in order."""
         return list(self._by_resource.get(resource_type, ()))
 
     def firing(self, resource_type: str, previous_status: str | None, status: str | None) -> list[Rule]:
         """The rules a status change of a ``resource_type`` fires, in order."""
         return [rule for rule in self.for_resource(resource_type) if rule.fires_on(previous_status, status)]
+
+    def operator(self, notice: str) -> Rule | None:
+        """The rule an operator's ``notice`` (``site-closed``, ``site-moved``) sends, if the files have one."""
+        return next((rule for rule in self._rules if rule.operator_notice == notice), None)
+
+    def resource_types(self) -> frozenset[str]:
+        """The resource types whose status changes fire a rule: the EHR feeds the service needs."""
+        return frozenset(self._by_resource)
 
     def get(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self._rules if rule.id == rule_id), None)

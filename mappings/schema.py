@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mappings import kinds
 from mappings.kinds import BodyParam, ButtonParam
 
-ResourceType = Literal["Appointment", "DiagnosticReport"]
+ResourceType = Literal["Appointment", "DiagnosticReport", "DocumentReference", "Invoice"]
+# Notices an operator sends (adapter.scheduling.site_notices) rather than an EHR status change.
+OperatorNotice = Literal["site-closed", "site-moved"]
 Repeat = Literal["once", "every_release"]
 
 
@@ -23,9 +25,17 @@ class _Strict(BaseModel):
 
 
 class WhenSpec(_Strict):
-    """When the rule fires: a change of the resource's status *into* one of these codes."""
+    """When the rule fires: a change of the resource's status *into* one of these codes, or (exactly one of
+    the two) an operator's notice about the resources it selects (``bridge notices site-closure``)."""
 
-    status_enters: list[str] = Field(min_length=1)
+    status_enters: list[str] = Field(default_factory=list)
+    operator_notice: OperatorNotice | None = None
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> WhenSpec:
+        if bool(self.status_enters) == (self.operator_notice is not None):
+            raise ValueError("give exactly one of status_enters (a non-empty list) or operator_notice")
+        return self
 
 
 class TemplateSpec(_Strict):
@@ -64,7 +74,8 @@ FIELDS_BY_PART: dict[str, tuple[str, ...]] = {
 
 def fields_of_kind(kind: str) -> tuple[str, ...]:
     """The fields a parameter of ``kind`` accepts (empty for an unknown kind)."""
-    for model in (kinds.LocalDate, kinds.LocalTime, kinds.SiteLabel, kinds.LinkToken, kinds.ActionToken):
+    for model in (kinds.LocalDate, kinds.LocalTime, kinds.SiteLabel, kinds.NewSiteLabel, kinds.LinkToken,
+                  kinds.ActionToken):
         annotation: Any = model.model_fields["kind"].annotation
         if kind in getattr(annotation, "__args__", ()):
             return tuple(model.model_fields)

@@ -29,7 +29,8 @@ from portal_links.tables import LinkToken
 from .requests import insert_request
 from .tokens import LinkSigner, TokenProblem, TokenRefused, token_hash
 
-PORTAL_PATHS = {"report": "/results", "appointment": "/appointments"}
+PORTAL_PATHS = {"report": "/results", "appointment": "/appointments", "document": "/documents",
+                "statement": "/billing"}
 DEFAULT_MAX_OPENS = 5
 # How far another instance's clock may be ahead of ours when it mints a link.
 CLOCK_SKEW = timedelta(minutes=5)

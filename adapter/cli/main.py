@@ -24,6 +24,7 @@ from adapter.cli.feeds import feeds_app
 from adapter.cli.keys import keys_app
 from adapter.cli.knowledge import knowledge_app
 from adapter.cli.links import assertion_app, links_app
+from adapter.cli.notices import notices_app
 from adapter.cli.progress import set_mode
 from adapter.cli.retention import retention_app
 from adapter.cli.runners import demo, emulator, serve
@@ -86,6 +87,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(keys_app, name="keys")
 app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(notices_app, name="notices")
 app.add_typer(retention_app, name="retention")
 app.add_typer(smart_app, name="smart")
 app.add_typer(feeds_app, name="feeds")

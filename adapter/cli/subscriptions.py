@@ -16,16 +16,17 @@ subscriptions_app = typer.Typer(help="The EHR Subscriptions this service needs."
 
 async def _with_fhir(settings: Settings, action: str) -> list[dict[str, object]]:
     from adapter.feeds.polling import subscribed_specs
-    from adapter.service import make_fhir_client
-    from ehr.subscriptions import DEFAULT_SUBSCRIPTION_SPECS, default_specs, ensure_subscriptions, subscription_status
+    from adapter.service import make_fhir_client, subscription_specs
+    from ehr.subscriptions import ensure_subscriptions, subscription_status
 
+    specs = subscription_specs(settings)
     async with make_fhir_client(settings) as client:
         if action == "ensure":
-            wanted = subscribed_specs(settings.feed_mode, default_specs(settings.ehr_notify_auth))  # polling: none
+            wanted = subscribed_specs(settings.feed_mode, list(specs.values()))  # polling: none
             states = await ensure_subscriptions(client, wanted, settings.public_base_url,
                                                 settings.ehr_hook_secret.get_secret_value().encode())
         else:
-            states = await subscription_status(client, list(DEFAULT_SUBSCRIPTION_SPECS), settings.public_base_url)
+            states = await subscription_status(client, list(specs.values()), settings.public_base_url)
     return [{"key": s.key, "id": s.fhir_id, "status": s.status, "action": s.action, "error": s.error}
             for s in states]
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select as core_select
 from sqlalchemy import tuple_
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import AuditEntry
@@ -41,6 +42,17 @@ from adapter.storage.db import insert_all_ignoring, insert_new, table_of
 
 StateKey = tuple[str, str]  # (resource type, id)
 SkipKey = tuple[str, str, str | None, str]  # (rule, resource ref, version, reason)
+
+
+def processed_states(engine: Engine, keys: Iterable[StateKey]) -> dict[StateKey, tuple[str | None, str | None]]:
+    """(version, status) of each resource when it was last processed, in one read (no lock: a pre-check)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    with Session(engine) as session:
+        found = session.exec(select(ResourceState).where(
+            tuple_(col(ResourceState.resource_type), col(ResourceState.resource_id)).in_(wanted)))
+        return {(row.resource_type, row.resource_id): (row.version_id, row.status) for row in found}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ A handler that reads like a recipe (cosmicpython): guard clauses, resolve, map, 
 5. A message about an appointment to come (:func:`~adapter.scheduling.decision.start_bound`) whose start
    has passed is the skip ``appointment_started``; a queued one carries its start, so the claim
    suppresses it if it comes due after the start (:mod:`adapter.outbox.appointment_gate`).
+6. A notice (documents ready, statement available, an operator's site notice, :meth:`Decider.record_notice`)
+   is due at the end of the quiet hours it falls in (:mod:`adapter.scheduling.notices`).
 
 All database effects of a batch of versions happen in one transaction, with their inbox events
 marked done, and so do their audit entries (:func:`adapter.audit.fhir_access.decide_reads`): a
@@ -22,14 +24,12 @@ PatientRead). The batch reads each table once and writes each once
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
-from sqlalchemy import tuple_
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from adapter.audit.fhir_access import decide_reads, read_entry
 from adapter.feeds.tables import ResourceState
@@ -37,51 +37,23 @@ from adapter.outbox.action_tokens import mint_action_token
 from adapter.outbox.store import OutboxStore
 from adapter.outbox.tables import NotificationSkip
 from adapter.recipients.consent import ConsentSource
-from adapter.scheduling.batch_facts import DecideFacts, StateKey, Wanted
-from adapter.scheduling.decision import (
-    STARTED,
-    DecideConfig,
-    DecideItem,
-    Decision,
-    resource_ref,
-    start_bound,
-    state_key,
-    version_of,
-)
+from adapter.scheduling.batch_facts import DecideFacts, StateKey, Wanted, processed_states
+from adapter.scheduling.decision import STARTED, DecideConfig, DecideItem, Decision, resource_ref, state_key, version_of
+from adapter.scheduling.notices import is_notice, notice_due, notice_key
 from adapter.scheduling.reminders import ReminderPlanner, appointment_start, policy_from_settings, reminder_key
+from adapter.scheduling.subject import ListSink, Subject, render_contexts
 from adapter.scheduling.survey import queue_survey
 from adapter.settings import Settings
 from adapter.storage.db import transaction, utcnow
-from ehr.patient import ContactResult, mobile_number, patient_reference, preferred_language
-from mappings.phi_guard import IdentifyingStrings, PhiLeakError, check, identifying_strings
+from ehr.patient import patient_reference, preferred_language
+from mappings.phi_guard import PhiLeakError, check
+from mappings.quiet_hours import QuietHours
 from mappings.render import RenderContext, RenderError, render
 from mappings.rules import Rule, RuleSet
 from portal_links.store import LinkStore
 from whatsapp.catalogue import TemplateCatalogue
 
 log = logging.getLogger(__name__)
-
-
-class _Subject:
-    """What every message about one version shares, worked out once for its confirmation and its
-    reminders: the patient's mobile number and its index, and the strings the PHI guard looks for."""
-
-    def __init__(self, item: DecideItem, region: str) -> None:
-        self.item = item
-        self.region = region
-        self.recipient_key: bytes | None = None
-
-    @cached_property
-    def contact(self) -> ContactResult:
-        return mobile_number(self.item.patient or {}, self.region)
-
-    @cached_property
-    def start(self) -> datetime | None:
-        return start_bound(self.item.resource)
-
-    @cached_property
-    def identifying(self) -> IdentifyingStrings:
-        return identifying_strings(self.item.resource, self.item.patient, self.item.related)
 
 
 class Decider:
@@ -96,6 +68,7 @@ class Decider:
         self.config = config
         self.reminders: ReminderPlanner | None = None  # set by the composition root (attach, below)
         self.surveys = False  # setting survey_enabled (adapter.scheduling.survey), set by the composition root
+        self.quiet: QuietHours | None = None  # setting quiet_hours: notices wait them out (adapter.scheduling.notices)
 
     # --- read-only pre-checks, so the EHR is not asked for a patient we will not need
 
@@ -105,13 +78,7 @@ class Decider:
 
     def last_seen_many(self, resources: Sequence[dict[str, Any]]) -> dict[StateKey, tuple[str | None, str | None]]:
         """:meth:`last_seen` for a batch, in one read."""
-        keys = sorted({state_key(resource) for resource in resources})
-        if not keys:
-            return {}
-        with Session(self.engine) as session:
-            found = session.exec(select(ResourceState).where(
-                tuple_(col(ResourceState.resource_type), col(ResourceState.resource_id)).in_(keys)))
-            return {(row.resource_type, row.resource_id): (row.version_id, row.status) for row in found}
+        return processed_states(self.engine, {state_key(resource) for resource in resources})
 
     def firing_rules(self, resource: dict[str, Any], previous_status: str | None = None) -> list[Rule]:
         """Rules whose status set the resource just entered (a new resource enters from nothing)."""
@@ -128,7 +95,7 @@ class Decider:
         """Applies a batch of versions in one transaction, in order: outbox rows, skips, resource
         state, audit entries, and the inbox events (``done_events`` too: events that led to nothing)
         marked done. A second version of one resource in the batch sees the first's state."""
-        subjects = [_Subject(item, self.config.default_phone_region) for item in items]
+        subjects = [Subject(item, self.config.default_phone_region) for item in items]
         with transaction(self.engine) as session:
             facts = DecideFacts.load(session, self._wanted(subjects), self.consent,
                                      self.outbox.contacts.index.phone_candidates)
@@ -139,7 +106,30 @@ class Decider:
             decision.queued = [key for key in decision.queued if key in inserted]
         return decisions
 
-    def _wanted(self, subjects: Sequence[_Subject]) -> Wanted:
+    def record_notice(self, rule: Rule, items: Sequence[tuple[DecideItem, str]],
+                      new_site_label: str | None = None) -> list[Decision]:
+        """An operator's notice (:mod:`adapter.scheduling.site_notices`): ``rule`` applied to each (version,
+        outbox key) in one transaction, with the same checks, skips and audit as an EHR change, and no
+        processing state (the versions are not changes). A key queued before is not queued again."""
+        subjects = [Subject(item, self.config.default_phone_region) for item, _ in items]
+        wanted = Wanted(patients={ref for s in subjects if (ref := patient_reference(s.item.resource))},
+                        numbers={n for s in subjects if s.item.patient and (n := s.contact.e164)},
+                        keys={key for _, key in items}, appointments={resource_ref(s.item.resource) for s in subjects},
+                        reminder_rules={rule.id})  # loads the skips recorded before, so none is repeated
+        with transaction(self.engine) as session:
+            facts = DecideFacts.load(session, wanted, self.consent, self.outbox.contacts.index.phone_candidates)
+            decisions = []
+            for subject, (item, key) in zip(subjects, items, strict=True):
+                decision = Decision(resource_ref=resource_ref(item.resource))
+                facts.audit.extend(decide_reads(item.resource, item.patient, patient_reference(item.resource), True))
+                self._apply_rule(session, facts, rule, subject, decision, key=key, new_site_label=new_site_label)
+                decisions.append(decision)
+            inserted = facts.write(session)
+        for decision in decisions:
+            decision.queued = [key for key in decision.queued if key in inserted]
+        return decisions
+
+    def _wanted(self, subjects: Sequence[Subject]) -> Wanted:
         """Every row the batch may read, from the resources alone (before the transaction)."""
         wanted = Wanted()
         for subject in subjects:
@@ -163,7 +153,7 @@ class Decider:
                                        for offset in rule.reminder_offsets)
         return wanted
 
-    def _decide(self, session: Session, facts: DecideFacts, subject: _Subject) -> Decision:
+    def _decide(self, session: Session, facts: DecideFacts, subject: Subject) -> Decision:
         item = subject.item
         resource, patient = item.resource, item.patient
         ref, version, key = resource_ref(resource), version_of(resource), state_key(resource)
@@ -201,7 +191,7 @@ class Decider:
         facts.states[key] = state
         return decision
 
-    def _plan_reminders(self, session: Session, facts: DecideFacts, subject: _Subject, decision: Decision) -> None:
+    def _plan_reminders(self, session: Session, facts: DecideFacts, subject: Subject, decision: Decision) -> None:
         """Keeps the Appointment's reminder rows equal to this version (:mod:`adapter.scheduling.reminders`)."""
         item, resource = subject.item, subject.item.resource
         if self.reminders is None or resource.get("resourceType") != "Appointment":
@@ -222,34 +212,37 @@ class Decider:
         """The outbox key that makes a message effectively-once: per resource for ``once`` rules,
         per version otherwise (each re-entry into the status is a new message)."""
         ref = resource_ref(resource)
-        if rule.repeat_policy(self.config.report_policy) == "once":
-            return f"{rule.id}:{ref}"
-        return f"{rule.id}:{ref}/_history/{version_of(resource)}"
+        subject = ref if rule.repeat_policy(self.config.report_policy) == "once" else (
+            f"{ref}/_history/{version_of(resource)}")
+        return notice_key(rule.id, subject) if is_notice(rule) else f"{rule.id}:{subject}"
 
-    def _skip(self, session: Session, rule: Rule, resource: dict[str, Any], patient_ref: str | None,
+    @staticmethod
+    def _skip(session: Session, facts: DecideFacts, rule: Rule, resource: dict[str, Any], patient_ref: str | None,
               reason: str, decision: Decision) -> None:
-        session.add(NotificationSkip(rule_id=rule.id, resource_ref=resource_ref(resource),
-                                     version_id=version_of(resource), patient_ref=patient_ref, reason=reason,
-                                     created_at=utcnow()))
+        ref, version = resource_ref(resource), version_of(resource)
+        if not facts.skip_recorded((rule.id, ref, version, reason)):  # an operator's notice may be run twice
+            session.add(NotificationSkip(rule_id=rule.id, resource_ref=ref, version_id=version,
+                                         patient_ref=patient_ref, reason=reason, created_at=utcnow()))
         decision.skipped.append((rule.id, reason))
 
-    def _apply_rule(self, session: Session, facts: DecideFacts, rule: Rule, subject: _Subject, decision: Decision,
-                    *, key: str | None = None, due_at: datetime | None = None) -> None:
+    def _apply_rule(self, session: Session, facts: DecideFacts, rule: Rule, subject: Subject, decision: Decision,
+                    *, key: str | None = None, due_at: datetime | None = None,
+                    new_site_label: str | None = None) -> None:
         resource, patient = subject.item.resource, subject.item.patient
         patient_ref = patient_reference(resource)
         if subject.start is not None and subject.start <= utcnow():
-            return self._skip(session, rule, resource, patient_ref, STARTED, decision)
+            return self._skip(session, facts, rule, resource, patient_ref, STARTED, decision)
         if patient_ref is None:
-            return self._skip(session, rule, resource, None, "no_patient_reference", decision)
+            return self._skip(session, facts, rule, resource, None, "no_patient_reference", decision)
         if patient is None:
-            return self._skip(session, rule, resource, patient_ref, "patient_not_found", decision)
+            return self._skip(session, facts, rule, resource, patient_ref, "patient_not_found", decision)
         contact = subject.contact
         if contact.e164 is None:
-            return self._skip(session, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
+            return self._skip(session, facts, rule, resource, patient_ref, f"no_mobile:{contact.reason}", decision)
         if patient_ref not in facts.consent:
             facts.consent[patient_ref] = self.consent.may_message(session, patient_ref)
         if not facts.consent[patient_ref]:
-            return self._skip(session, rule, resource, patient_ref, "no_opt_in", decision)
+            return self._skip(session, facts, rule, resource, patient_ref, "no_opt_in", decision)
         key = key or self._natural_key(rule, resource)  # the message's key: its links can be revoked by it
         if key in facts.taken:
             return None  # sent (or dead-lettered) before: effectively-once, and no tokens minted for nothing
@@ -263,17 +256,18 @@ class Decider:
             zone=self.config.zone,
             site_labels=self.config.site_labels,
             default_site_label=self.config.default_site_label,
-            mint_link=lambda target: self.links.mint(_ListSink(minted), purpose=rule.id, target=target,
+            mint_link=lambda target: self.links.mint(ListSink(minted), purpose=rule.id, target=target,
                                                      patient_ref=patient_ref, resource_ref=ref,
                                                      message_key=key),
-            mint_action=lambda action: mint_action_token(_ListSink(minted), action=action, patient_ref=patient_ref,
+            mint_action=lambda action: mint_action_token(ListSink(minted), action=action, patient_ref=patient_ref,
                                                          resource_ref=ref, version_id=version),
+            new_site_label=new_site_label,
         )
         try:
             template = render(rule, resource, context)
             check(template, subject.identifying, public=context.public_labels)
         except RenderError as error:
-            return self._skip(session, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
+            return self._skip(session, facts, rule, resource, patient_ref, f"render_error:{error.reason}", decision)
         except PhiLeakError as leak:
             log.error("PHI guard blocked a message: rule=%s resource=%s field=%s category=%s",
                       rule.id, ref, leak.field_path, leak.category)
@@ -287,37 +281,18 @@ class Decider:
             subject.recipient_key = facts.remember(self.outbox.contacts, patient_ref, contact.e164)
         row = self.outbox.message_row(natural_key=key, rule_id=rule.id, resource_ref=ref, patient_ref=patient_ref,
                                       recipient=contact.e164, message={"type": "template", "template": template},
-                                      due_at=due_at or self._due(), recipient_key=subject.recipient_key)
+                                      due_at=due_at or self._due(rule), recipient_key=subject.recipient_key)
         row["appointment_start"] = subject.start  # the claim suppresses it once that start has passed
         if facts.enqueue(row, minted):
             decision.queued.append(key)
         return None
 
-    @staticmethod
-    def _due() -> datetime:
-        return utcnow()
-
-
-class _ListSink:
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
-
-    def add(self, instance: Any) -> None:
-        self.rows.append(instance)
-
-
-def _no_tokens(what: str) -> str:
-    raise RenderError("reminder", "buttons", what, "reminders carry no links or buttons")
-
-
-def render_contexts(config: DecideConfig) -> Callable[[str], RenderContext]:
-    """Render contexts for moved reminders: the decide step's zone, profile and site labels."""
-    return lambda language: RenderContext(
-        language=language, profile=config.profile, zone=config.zone, site_labels=config.site_labels,
-        default_site_label=config.default_site_label, mint_link=_no_tokens, mint_action=_no_tokens)
+    def _due(self, rule: Rule) -> datetime:  # a notice waits out the quiet hours
+        return notice_due(utcnow(), self.config.zone, self.quiet) if is_notice(rule) else utcnow()
 
 
 def attach(decider: Decider, settings: Settings) -> None:
-    """Composition root: turns reminders (per the rules' offsets) and the survey on for ``decider``."""
+    """Composition root: turns reminders (per the rules' offsets), the survey and the notices' quiet hours on."""
     decider.reminders = ReminderPlanner(decider.outbox, policy_from_settings(settings), render_contexts(decider.config))
     decider.surveys = settings.survey_enabled
+    decider.quiet = decider.reminders.policy.quiet

@@ -5,14 +5,16 @@ A reminder is planned with a ``due_at`` outside the quiet hours and before the a
 come due later. At claim time (:class:`adapter.outbox.claims.ClaimRules.reminder_gate`): a reminder
 whose appointment has started is suppressed; one that comes due inside the quiet hours waits for
 their end if that is still before the start, else it is suppressed — never a message in the night.
+A notice (:mod:`adapter.scheduling.notices`) that comes due inside the quiet hours waits for their end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
+from adapter.scheduling.notices import is_notice_key, quiet_release
 from adapter.scheduling.reminders import ReminderPolicy, parse_key
 
 Verdict = datetime | Literal["appointment_started", "quiet_until_start"] | None
@@ -25,17 +27,12 @@ class ReminderGate:
     def __call__(self, natural_key: str, now: datetime) -> Verdict:
         """None: send now; a datetime: wait until then; a reason: suppress."""
         parsed = parse_key(natural_key)
-        if parsed is None:
-            return None  # not a reminder
+        if parsed is None:  # not a reminder: a notice waits out the quiet hours, anything else goes
+            return quiet_release(now, self.policy.zone, self.policy.quiet) if is_notice_key(natural_key) else None
         _, start, _ = parsed
         if now >= start:
             return "appointment_started"
-        quiet = self.policy.quiet
-        local = now.astimezone(self.policy.zone)
-        if quiet is None or not quiet.contains(local.time().replace(second=0, microsecond=0)):
+        end = quiet_release(now, self.policy.zone, self.policy.quiet)
+        if end is None:
             return None
-        end = datetime.combine(local.date(), quiet.end, tzinfo=self.policy.zone)
-        if end <= local:
-            end += timedelta(days=1)
-        end_utc = end.astimezone(UTC)
-        return end_utc if end_utc < start else "quiet_until_start"
+        return end if end < start else "quiet_until_start"

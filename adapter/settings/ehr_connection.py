@@ -15,7 +15,8 @@ from adapter.settings.values import DEMO_SECRET, WebUrl
 # SMART Backend Services: v1 (system/Patient.read) and v2 (system/Patient.rs, with an optional ?query) scopes.
 SMART_SCOPE_RE = re.compile(r"^system/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|(?=[cruds])c?r?u?d?s?)(\?\S+)?$")
 SMART_DEFAULT_SCOPE = ("system/Appointment.rus system/AppointmentResponse.crs system/Patient.rs system/Slot.rs "
-                       "system/DiagnosticReport.rs system/Encounter.rs system/Task.crus "
+                       "system/DiagnosticReport.rs system/DocumentReference.rs system/Invoice.rs system/Encounter.rs "
+                       "system/Task.crus "
                        "system/QuestionnaireResponse.c system/Subscription.cruds")
 
 

@@ -164,7 +164,7 @@ def test_polling_mode_creates_no_subscription_and_removes_ours_at_start(outside:
     stack = serve(outside, settings)  # first with Subscriptions, as before a switch to polling
     try:
         wait_for(lambda: subscriptions_ready(stack), 30, "the Subscriptions")
-        assert sorted(ours(stack)) == ["appointment", "diagnostic-report"]
+        assert sorted(ours(stack)) == ["appointment", "diagnostic-report", "document-reference", "invoice"]
         created = creations(stack)
     finally:
         halt(stack)
