@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from adapter.audit.push import keep_pushing
 from adapter.console.routes import install_console
 from adapter.feeds.tasks import keep_backport, keep_feeds, ping_specs
+from adapter.hl7.runner import start_hl7_feed
 from adapter.http.admin_api import build_admin_router
 from adapter.http.api_docs import DESCRIPTION as API_DESCRIPTION
 from adapter.http.api_docs import api_version, install_docs
@@ -63,6 +64,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> FastAPI
         tasks.append(asyncio.create_task(keep_feeds(
             settings, service.engine, service.fhir, list(service.specs.values()), stop_event,
             on_new=service.pipeline.wake_inward, is_leader=leader), name="feeds"))
+        if settings.hl7_enabled:  # the MLLP listener; closed once stop_event is set
+            tasks.append(await start_hl7_feed(service, stop_event))
         if settings.whatsapp_sync_templates:
             tasks.append(asyncio.create_task(keep_template_states(service, stop_event), name="templates"))
         if settings.audit_push_to_ehr:

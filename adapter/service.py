@@ -27,6 +27,7 @@ from adapter.feeds.backport_monitor import BackportFeedMonitor
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import BackportFeed, InboxEvent
 from adapter.feeds.tasks import backport_monitor, ping_specs
+from adapter.hl7.writeback import appointment_writer
 from adapter.maintenance.housekeeping import Housekeeping
 from adapter.maintenance.retention import RetentionPolicy
 from adapter.ops.instances import Leadership
@@ -53,7 +54,6 @@ from adapter.storage.db import make_engine, table_of
 from ehr.auth_settings import auth_from_settings
 from ehr.client import FhirClient
 from ehr.subscriptions import SubscriptionSpec, SubscriptionState, default_specs
-from ehr.writeback import AppointmentWriter
 from mappings.conversation import Conversation
 from mappings.loader import load_rules
 from mappings.rules import RuleSet
@@ -195,9 +195,10 @@ async def start(service: Service) -> None:
     )
     if settings.undeliverable_hook_url:
         service.hook = FallbackHook(service.outbox, settings.undeliverable_hook_url, leadership=service.leadership)
-    writer = AppointmentWriter(service.fhir, confirm_mode=settings.confirm_mode,
-                               reschedule_window=timedelta(days=settings.reschedule_window_days),
-                               free_slot_on_cancel=settings.free_slot_on_cancel)
+    # HL7-fed appointments (adapter.hl7.writeback) are written back by FHIR identifier, SRM or a staff alert.
+    writer = appointment_writer(settings, service.engine, service.fhir, confirm_mode=settings.confirm_mode,
+                                reschedule_window=timedelta(days=settings.reschedule_window_days),
+                                free_slot_on_cancel=settings.free_slot_on_cancel)
     service.actions = ActionRunner(service.engine, writer, service.replies, zone=settings.zone,
                                    handoff_timeout=timedelta(hours=settings.handoff_timeout_hours),
                                    staff_inbox_url=settings.staff_inbox_url)

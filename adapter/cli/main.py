@@ -21,6 +21,7 @@ from adapter.cli.consent import consent_app
 from adapter.cli.credentials import credentials_app
 from adapter.cli.failures import dead_app, inbox_app, replay, skips
 from adapter.cli.feeds import feeds_app
+from adapter.cli.hl7 import hl7_app
 from adapter.cli.keys import keys_app
 from adapter.cli.knowledge import knowledge_app
 from adapter.cli.links import assertion_app, links_app
@@ -85,6 +86,7 @@ app.add_typer(links_app, name="links")
 app.add_typer(assertion_app, name="assertion-keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(hl7_app, name="hl7")
 app.add_typer(keys_app, name="keys")
 app.add_typer(knowledge_app, name="knowledge")
 app.add_typer(notices_app, name="notices")
