@@ -15,6 +15,7 @@ from sqlmodel import SQLModel
 
 from adapter.audit import tables as audit_tables
 from adapter.conversation import tables as conversation_tables
+from adapter.education import tables as education_tables
 from adapter.feeds import hl7_tables
 from adapter.feeds import tables as feed_tables
 from adapter.ops import tables as ops_tables
@@ -25,5 +26,5 @@ from adapter.security import tables as security_tables
 from portal_links import tables as link_tables
 
 TABLE_MODULES = (audit_tables, conversation_tables, feed_tables, hl7_tables, ops_tables, outbox_tables,
-                 recipient_tables, scheduling_tables, security_tables, link_tables)
+                 recipient_tables, scheduling_tables, security_tables, link_tables, education_tables)
 METADATA = SQLModel.metadata

@@ -23,6 +23,9 @@ from adapter.conversation.actions import ActionRunner
 from adapter.conversation.chat import ChatPolicy, ChatReplies
 from adapter.conversation.front_desk import FrontDesk
 from adapter.conversation.inbound import InboundProcessor
+from adapter.education.desk import Education
+from adapter.education.gate import EducationGate
+from adapter.education.planner import EducationPolicy
 from adapter.feeds.backport_monitor import BackportFeedMonitor
 from adapter.feeds.inbox import InboxStore
 from adapter.feeds.tables import BackportFeed, InboxEvent
@@ -117,7 +120,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
         templates=TemplateGate(settings.whatsapp_fallback_template),
         send_lease=timedelta(seconds=settings.send_lease_seconds),
         owner=liveness.owner, in_doubt_grace=timedelta(seconds=settings.in_doubt_grace_seconds),
-        reminder_gate=ReminderGate(reminder_policy(settings))))
+        reminder_gate=EducationGate(ReminderGate(reminder_policy(settings)), EducationPolicy.from_settings(settings))))
     links = LinkStore(LinkSigner(settings.key_bytes("link_signing_key"), previous=settings.previous_link_keys()),
                       timedelta(hours=settings.link_ttl_hours), LINK_PORTS)
     decider = Decider(
@@ -134,7 +137,7 @@ def build_service(settings: Settings, *, engine: Engine | None = None) -> Servic
     fallback = settings.whatsapp_fallback_template or None
     replies = ChatReplies(outbox, Conversation.load(settings.conversation_file), settings.default_language, fallback,
                           catalogue.languages(fallback) if fallback else [],
-                          front_desk=FrontDesk.from_settings(settings))
+                          front_desk=FrontDesk.from_settings(settings), education=Education.from_settings(settings))
     opens, closes = settings.staff_times()
     inbound = InboundProcessor(engine, replies, ChatPolicy(
         handoff_timeout=timedelta(hours=settings.handoff_timeout_hours), zone=settings.zone, opens=opens,

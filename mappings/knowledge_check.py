@@ -58,8 +58,8 @@ class Problem:
 def check(base: KnowledgeBase, today: date) -> list[Problem]:
     """Every problem of ``base`` on ``today``, errors and warnings, in file order."""
     problems: list[Problem] = []
-    problems += _duplicate_ids("entries", [e.id for e in base.entries])
-    problems += _duplicate_ids("departments", [d.id for d in base.departments])
+    problems += duplicate_ids("entries", [e.id for e in base.entries])
+    problems += duplicate_ids("departments", [d.id for d in base.departments])
     known = {d.id for d in base.departments}
     for department in base.departments:
         where = f"departments {department.id}"
@@ -91,7 +91,7 @@ def check(base: KnowledgeBase, today: date) -> list[Problem]:
                                         f"at most {MAX_ROW_TITLE} (a list row)"))
             for field, text in (("title", texts.title), ("answer", texts.answer),
                                 *(("variants", v) for v in texts.variants)):
-                problems += _content(f"{where}: {language}.{field}", text)
+                problems += content_problems(f"{where}: {language}.{field}", text)
     problems += _shared_variants(base)
     return problems
 
@@ -106,7 +106,9 @@ def sensitive_reason(text: str) -> str | None:
     return None
 
 
-def _content(where: str, text: str) -> list[Problem]:
+def content_problems(where: str, text: str) -> list[Problem]:
+    """A text's own problems: a secret or a request for one (error), an e-mail address or a long number
+    (warnings). Shared with :mod:`mappings.education_check`."""
     problems = []
     reason = sensitive_reason(text)
     if reason:
@@ -121,7 +123,7 @@ def _content(where: str, text: str) -> list[Problem]:
     return problems
 
 
-def _duplicate_ids(what: str, ids: list[str]) -> list[Problem]:
+def duplicate_ids(what: str, ids: list[str]) -> list[Problem]:
     return [Problem("error", what, f"id {value!r} is used {count} times")
             for value, count in Counter(ids).items() if count > 1]
 

@@ -19,6 +19,7 @@ from adapter.cli.audit import audit_app
 from adapter.cli.configure import check_settings, keys_new, migrate
 from adapter.cli.consent import consent_app
 from adapter.cli.credentials import credentials_app
+from adapter.cli.education import education_app
 from adapter.cli.failures import dead_app, inbox_app, replay, skips
 from adapter.cli.feeds import feeds_app
 from adapter.cli.hl7 import hl7_app
@@ -89,6 +90,7 @@ app.add_typer(credentials_app, name="credentials")
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(keys_app, name="keys")
 app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(education_app, name="education")
 app.add_typer(notices_app, name="notices")
 app.add_typer(retention_app, name="retention")
 app.add_typer(smart_app, name="smart")

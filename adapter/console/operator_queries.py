@@ -1,6 +1,7 @@
 """What the operator pages read: the same reads as ``/health`` (:mod:`adapter.http.health`) and ``/metrics``
 (:mod:`adapter.http.metrics`'s one queue statement), plus the lists the CLI prints (dead letters, skips,
-templates, consent) shaped for a page.
+templates, consent) shaped for a page, and the front desk's counters (questions that found no approved answer,
+per language and day; answers served and their "was this helpful?" taps, per entry and version).
 
 Counts, states, codes, rule names and FHIR references of resources and Tasks: never a phone number or a
 message's content. The open hand-offs come from :class:`adapter.conversation.tables.Conversation`, whose key
@@ -10,13 +11,14 @@ is a number's blind index: only the Task and the times are shown.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from adapter.conversation.tables import Conversation
+from adapter.conversation.answers import unanswered_counts
+from adapter.conversation.tables import Conversation, FrontDeskEvent
 from adapter.http.metrics import QUEUES, queue_statement
 from adapter.outbox.circuit_breaker import HELD_CLASSES
 from adapter.outbox.tables import NotificationSkip, OutboxMessage, TemplateState
@@ -65,6 +67,25 @@ class ConsentView:
     changed_at: datetime | None
     numbers: int
     window_open: bool
+
+
+@dataclass(frozen=True)
+class AnswerCount:
+    """One approved answer (``<entry id>@<version>``): how often it was served, and the feedback taps."""
+
+    entry: str
+    served: int
+    helpful: int
+    unhelpful: int
+
+
+@dataclass(frozen=True)
+class FrontDeskReport:
+    """The front desk over the last ``days`` days: counts only, never a question's text or a patient."""
+
+    days: int
+    unanswered: list[tuple[str, str, int]]  # (UTC day, language, questions that found nothing), newest first
+    answers: list[AnswerCount]
 
 
 def aware(moment: datetime) -> datetime:
@@ -134,3 +155,24 @@ def consent_of(engine: Engine, patient_ref: str, now: datetime | None = None) ->
     return ConsentView(patient_ref, record.status if record else None, record.source if record else None,
                        aware(record.changed_at) if record else None, int(numbers or 0),
                        window_open(aware(last_inbound) if last_inbound else None, now))
+
+
+def front_desk_report(engine: Engine, days: int = 30, now: datetime | None = None) -> FrontDeskReport:
+    """Questions that found no approved answer (:func:`adapter.conversation.answers.unanswered_counts`) and
+    the answers served with their feedback, from the ``front_desk_event`` counters."""
+    since = (now or utcnow()) - timedelta(days=days)
+    with Session(engine) as session:
+        unanswered = unanswered_counts(session, since)
+        rows = session.exec(select(FrontDeskEvent.entry, FrontDeskEvent.kind, func.count())
+                            .where(col(FrontDeskEvent.at) >= since, col(FrontDeskEvent.entry).is_not(None),
+                                   col(FrontDeskEvent.kind).in_(("answered", "helpful", "unhelpful")))
+                            .group_by(col(FrontDeskEvent.entry), col(FrontDeskEvent.kind))).all()
+    counts: dict[str, dict[str, int]] = {}
+    for entry, kind, count in rows:
+        counts.setdefault(str(entry), {})[kind] = int(count)
+    answers = [AnswerCount(entry, c.get("answered", 0), c.get("helpful", 0), c.get("unhelpful", 0))
+               for entry, c in counts.items()]
+    answers.sort(key=lambda a: (-a.served, a.entry))
+    by_day = [(key.split("/", 1)[1], key.split("/", 1)[0], n) for key, n in unanswered.items()]
+    by_day.sort(key=lambda row: (row[0], row[1]), reverse=True)
+    return FrontDeskReport(days, by_day, answers)

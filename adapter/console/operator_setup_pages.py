@@ -1,7 +1,8 @@
 """The operator pages about what the service was set up with and what it did not send (README, "Console"):
 skips counted by rule and reason; templates and their review states, with sync (admin); EHR subscriptions
-and feed health; open hand-offs with their FHIR Task; a patient's consent, looked up by reference; replay
-of a resource (admin).
+and feed health; open hand-offs with their FHIR Task; the front desk (questions that found no approved answer,
+per language and day, and the answers served with their feedback, counts only); a patient's consent, looked
+up by reference; replay of a resource (admin).
 
 Mounted by :func:`adapter.console.operator_pages.router` under ``/console/operator``. The consent lookup
 is a POST form (no patient reference in a URL) and is audited with the patient; no phone number is shown,
@@ -27,7 +28,13 @@ from adapter.console.operator_common import (
     service_of,
     when,
 )
-from adapter.console.operator_queries import consent_of, open_handoffs, skip_counts, template_states
+from adapter.console.operator_queries import (
+    consent_of,
+    front_desk_report,
+    open_handoffs,
+    skip_counts,
+    template_states,
+)
 from adapter.console.web import Console
 from adapter.feeds.tasks import feeds_health
 from adapter.security.roles import Principal, Role
@@ -39,6 +46,7 @@ NAV: list[tuple[str, str, frozenset[Role]]] = [
     ("Templates", "/console/operator/templates", _OPS),
     ("Feeds", "/console/operator/feeds", _OPS),
     ("Hand-offs", "/console/operator/handoffs", _OPS),
+    ("Front desk", "/console/operator/front-desk", _OPS),
     ("Consent", "/console/operator/consent", _OPS),
     ("Replay", "/console/operator/replay", _ADMINS),
 ]
@@ -96,6 +104,11 @@ def router(console: Console) -> APIRouter:
         rows = await asyncio.to_thread(open_handoffs, console.engine)
         return console.render(request, principal, "operator/handoffs.html",
                               handoffs=[(row, when(row.since), when(row.until)) for row in rows])
+
+    @pages.get("/front-desk", response_class=HTMLResponse)
+    async def get_front_desk(request: Request, principal: Principal = Depends(operators)) -> HTMLResponse:
+        report = await asyncio.to_thread(front_desk_report, console.engine)
+        return console.render(request, principal, "operator/front_desk.html", report=report)
 
     @pages.get("/consent", response_class=HTMLResponse)
     async def get_consent(request: Request, principal: Principal = Depends(operators)) -> HTMLResponse:

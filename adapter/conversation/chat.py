@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, record
-from adapter.conversation.front_desk import ROW_APPOINTMENTS, ROW_DEPARTMENTS, ROW_QUESTIONS, FrontDesk
+from adapter.conversation.front_desk import ROW_APPOINTMENTS, ROW_DEPARTMENTS, ROW_QUESTIONS, ROW_TIPS, FrontDesk
 from adapter.conversation.tables import Conversation
+from adapter.education.desk import Education
 from adapter.outbox.action_tokens import mint_action_token
 from adapter.outbox.store import OutboxStore
 from adapter.recipients.contacts import ContactBook
@@ -46,10 +47,13 @@ class ChatPolicy:
 
 class ChatReplies:
     def __init__(self, outbox: OutboxStore, texts: Texts, default_language: str, fallback_template: str | None,
-                 fallback_languages: list[str], front_desk: FrontDesk | None = None) -> None:
+                 fallback_languages: list[str], front_desk: FrontDesk | None = None,
+                 education: Education | None = None) -> None:
         self.outbox = outbox
         # The approved answers and departments (settings: knowledge_file); the shipped file when not given.
         self.front_desk = front_desk or FrontDesk.load()
+        # Health-education topics and their sending policy; the shipped content and defaults when not given.
+        self.education = education or Education.load()
         self.texts = texts
         self.default_language = default_language
         self.fallback_template = fallback_template
@@ -81,8 +85,9 @@ class ChatReplies:
 
     def menu(self, session: Session, *, natural_key: str, patient_ref: str, recipient: str, language: str,
              body: str = "menu") -> None:
-        """The menu, an interactive list: my appointments, common questions, departments, talk to staff, stop
-        messages. The first three rows are fixed ids; staff and stop are the patient's own action tokens."""
+        """The menu, an interactive list: my appointments, common questions, departments, health tips (when
+        topics are offered), talk to staff, stop messages. The first rows are fixed ids; staff and stop are
+        the patient's own action tokens."""
         def title(key: str) -> str:
             return self.texts.render(key, language, self.default_language)[0]
 
@@ -92,8 +97,10 @@ class ChatReplies:
                                  version_id=None)
         rows: list[tuple[str, str, str | None]] = [
             (ROW_APPOINTMENTS, title("menu_appointments"), None), (ROW_QUESTIONS, title("menu_questions"), None),
-            (ROW_DEPARTMENTS, title("menu_departments"), None), (staff, title("menu_staff"), None),
-            (stop, title("menu_stop"), None)]
+            (ROW_DEPARTMENTS, title("menu_departments"), None)]
+        if self.education.content.topics:
+            rows.append((ROW_TIPS, self.education.content.text("menu_row", language, self.default_language), None))
+        rows += [(staff, title("menu_staff"), None), (stop, title("menu_stop"), None)]
         self.send(session, natural_key=natural_key, patient_ref=patient_ref, recipient=recipient, language=language,
                   message=list_message(title(body), title("menu_button"), rows))
 

@@ -5,7 +5,8 @@
   Task) and says when staff will answer: later today, or the next working day
   (:class:`~adapter.conversation.chat.ChatPolicy`);
 - STOP (and its equivalents, :mod:`mappings.conversation`) or a "Stop reminders" quick reply opts
-  the patients out, suppresses what is queued for them and confirms once; START opts back in.
+  the patients out (and out of every health-education topic), suppresses what is queued for them and
+  confirms once; START opts back in (to care messages: topics are subscribed again from the menu).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlmodel import Session
 from adapter.conversation.chat import start_handoff
 from adapter.conversation.routing import when_text
 from adapter.conversation.turn import Turn
+from adapter.education.consent import stop_all
 from adapter.outbox.store import OutboxStore
 from adapter.recipients.consent import OPTED_IN, OPTED_OUT, set_consent
 from adapter.recipients.tables import ConsentRecord
@@ -54,6 +56,7 @@ def stop(turn: Turn, patients: list[str]) -> str:
     changed = [p for p in patients if _consent_of(turn.session, p) != OPTED_OUT]
     for patient in changed:
         set_consent(turn.session, patient, OPTED_OUT, "chat")
+    stop_all(turn.session, patients)  # every health-education topic too; START does not resubscribe them
     suppressed = OutboxStore.suppress_queued(turn.session, patients, "patient opted out (STOP)")
     turn.suppressed += suppressed
     log.info("STOP: %d patient(s) opted out, %d queued message(s) suppressed", len(changed), suppressed)

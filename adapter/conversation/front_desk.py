@@ -30,8 +30,9 @@ CHOICES = 3
 # Fixed row ids of the menu and its lists: they carry no PHI and no authority (what they open is the
 # same for anyone); what acts on a patient's record is an opaque action token.
 ROW_APPOINTMENTS, ROW_QUESTIONS, ROW_DEPARTMENTS = "menu:appointments", "menu:questions", "menu:departments"
-ANSWER_ROW, DEPARTMENT_ROW = "answer:", "department:"
-FIXED_ROWS = ("menu:", ANSWER_ROW, DEPARTMENT_ROW)
+ROW_TIPS = "menu:tips"  # health-education topics (adapter.conversation.tips)
+ANSWER_ROW, DEPARTMENT_ROW, TIPS_ROW = "answer:", "department:", "tips:"
+FIXED_ROWS = ("menu:", ANSWER_ROW, DEPARTMENT_ROW, TIPS_ROW)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ read once, in a batch claimed with ``SKIP LOCKED``:
 - a button resolves its opaque token (:mod:`adapter.conversation.taps`); "talk to staff" hands the
   conversation over;
 - a menu row opens what it names (:mod:`adapter.conversation.menu`); "menu" in any language opens the
-  menu; other text is looked up in the hospital's approved answers (:mod:`adapter.conversation.answers`:
+  menu; "STOP <topic>" stops that health-education topic (:mod:`adapter.conversation.tips`); other text is
+  looked up in the hospital's approved answers (:mod:`adapter.conversation.answers`:
   the answer verbatim, a list of likely ones, or the menu with a person) — never a generated answer;
 - the first message gets the welcome.
 
@@ -27,9 +28,9 @@ outcome remain.
 Audit: each processed message gets one ``inbound`` entry (agent ``patient``, entity
 ``message/<wamid>``, detail: message type and the outcome chosen, e.g. ``opted_out``, ``staff``,
 ``emergency``, ``sensitive``, ``answered``; the approved answer served as ``<entry>@<version>``; how
-many queued messages a STOP suppressed; the kinds of what was redacted) in the processing
-transaction, written once per batch. Never the text. The patient is named when the sender maps to
-exactly one. A message that failed is recorded with outcome 8.
+many queued messages a STOP suppressed; a health-education topic and its consent change; the kinds of
+what was redacted) in the processing transaction, written once per batch. Never the text. The patient
+is named when the sender maps to exactly one. A message that failed is recorded with outcome 8.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from adapter.audit.trail import Action, AuditEntry, DetailValue, Kind, Outcome, record
-from adapter.conversation import answers, menu
+from adapter.conversation import answers, menu, tips
 from adapter.conversation.chat import ChatPolicy, ChatReplies, in_handoff
 from adapter.conversation.commands import emergency, handoff, start, stop
 from adapter.conversation.content import decode_content
@@ -184,6 +185,7 @@ def _route(turn: Turn) -> str:
     if intent == "staff":
         return handoff(turn, turn.patients[0], None)
     if intent is None and turn.content.text:
-        return answers.question(turn, turn.content.text)
+        topic = tips.stop_request(turn, turn.content.text)  # "STOP DIABETES": that topic only
+        return tips.stop_topic(turn, topic, turn.patients) if topic else answers.question(turn, turn.content.text)
     turn.menu()
     return "menu"

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 
-from adapter.conversation import answers
+from adapter.conversation import answers, tips
 from adapter.conversation.commands import handoff, stop
 from adapter.conversation.turn import Turn
+from adapter.education.planner import STOP_ACTION
 from adapter.outbox.action_tokens import resolve_action_token
 from adapter.outbox.tables import ActionToken
 from adapter.scheduling import survey
@@ -36,6 +37,8 @@ def tap(turn: Turn, payload: str) -> str:
         # A payload of another patient's message, typed or forwarded: never act on it.
         log.warning("inbound message %s carried another patient's action token; refused", turn.row.id)
         return "token_refused"
+    if token.action == STOP_ACTION:  # "Stop these tips": a stop is honoured however late the tap
+        return tips.tapped_stop(turn, token)
     if token.expires_at < utcnow():
         turn.say("expired")
         return "token_expired"

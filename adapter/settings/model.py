@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from adapter.settings.audit import AuditSettings
 from adapter.settings.conversation import ConversationSettings
 from adapter.settings.delivery import DeliverySettings
+from adapter.settings.education import EducationSettings
 from adapter.settings.ehr_connection import EhrSettings
 from adapter.settings.feeds import FeedSettings
 from adapter.settings.hl7 import Hl7Settings
@@ -30,8 +31,8 @@ _PRODUCTION_SECRETS = ("whatsapp_access_token", "whatsapp_app_secret", "whatsapp
 
 # pydantic orders fields from the last base to the first: the groups are listed bottom-up so that the
 # settings keep the README's order (validation messages and `bridge check-settings` follow it).
-class Settings(BaseSettings, Hl7Settings, AuditSettings, DeliverySettings, ConversationSettings, SiteSettings,
-               PortalSettings, WhatsAppSettings, FeedSettings, EhrSettings, ServiceSettings):
+class Settings(BaseSettings, Hl7Settings, AuditSettings, DeliverySettings, EducationSettings, ConversationSettings,
+               SiteSettings, PortalSettings, WhatsAppSettings, FeedSettings, EhrSettings, ServiceSettings):
     """All settings. Each field's description is what the README documents."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)

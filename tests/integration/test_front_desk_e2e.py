@@ -78,8 +78,8 @@ def test_an_unmatched_message_gets_the_menu_list(stack: DemoStack, asker: int) -
     menu = next_interactive(stack, asker, "list", before)
     rows = menu["interactive"]["action"]["sections"][0]["rows"]
     assert [r["id"] for r in rows[:3]] == ["menu:appointments", "menu:questions", "menu:departments"]
-    assert [r["title"] for r in rows] == ["My appointments", "Common questions", "Departments", "Talk to staff",
-                                         "Stop messages"]
+    assert [r["title"] for r in rows] == ["My appointments", "Common questions", "Departments", "Health tips",
+                                         "Talk to staff", "Stop messages"]
 
 
 def test_the_menu_word_opens_the_menu_in_the_patients_language(stack: DemoStack) -> None:

@@ -1,0 +1,1 @@
+"""Health education: topics patients subscribe to, their per-topic consent and the planned series."""
