@@ -1,8 +1,11 @@
-"""``bridge hl7 send FILE``: sends the HL7 v2 messages of a file over MLLP, one at a time on one
+"""``bridge hl7 send FILE`` and ``bridge hl7 dead list|retry``.
+
+``send`` sends the HL7 v2 messages of a file over MLLP, one at a time on one
 connection as MLLP senders do (:class:`ehr.hl7.client.MllpClient`), and prints each one's ACK:
 MSH-10, the MSA-1 code (``AA``/``AE``/``AR``) and its text or ERR reason. For testing a listener,
 the service's own (``hl7_listen_host``/``hl7_listen_port``) by default. Exits 1 unless every
-message got ``AA``.
+message got ``AA``. ``dead`` lists the stored messages that could not be processed and queues one
+again (:mod:`adapter.hl7.dead`).
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ from typing import Annotated
 
 import typer
 
-from adapter.cli.support import fail, say, settings_or_exit
+from adapter.cli.support import fail, migrated_engine, operator, say, settings_or_exit
 from ehr.hl7.client import Ack, MllpClient, MllpClientError, split_messages
 
-hl7_app = typer.Typer(help="HL7 v2 over MLLP: send test messages.", no_args_is_help=True)
+hl7_app = typer.Typer(help="HL7 v2 over MLLP: send test messages; dead messages.", no_args_is_help=True)
+dead_app = typer.Typer(help="Stored HL7 messages that could not be processed.", no_args_is_help=True)
+hl7_app.add_typer(dead_app, name="dead")
 
 
 @hl7_app.callback()
 def _group() -> None:
-    """HL7 v2 over MLLP: send test messages."""
+    """HL7 v2 over MLLP: send test messages; dead messages."""
 
 
 @hl7_app.command("send")
@@ -68,3 +73,25 @@ async def _send_all(messages: list[str], host: str, port: int, context: ssl.SSLC
             _print(ack)
             accepted = accepted and ack.accepted
     return accepted
+
+
+@dead_app.command("list")
+def dead_list(limit: Annotated[int, typer.Option(help="How many, oldest first.")] = 100) -> None:
+    """Dead messages: id, received, facility, type, MSH-10, attempts, error, whether the text is kept."""
+    from adapter.hl7.dead import dead_messages
+
+    for row in dead_messages(migrated_engine(settings_or_exit()), limit):
+        kept = "text kept" if row.raw_enc else "text purged (cannot be retried)"
+        say(f"{row.id}\t{row.received_at:%Y-%m-%d %H:%M:%S}\t{row.facility}\t{row.message_type}^{row.trigger}\t"
+            f"{row.control_id}\t{row.attempts} attempts\t{row.last_error or '-'}\t{kept}")
+
+
+@dead_app.command("retry")
+def dead_retry(message_id: Annotated[int, typer.Argument(help="The message's id (see `list`).")]) -> None:
+    """Queue a dead message again, after fixing its cause (mapping file, key); closes its alert."""
+    from adapter.hl7.dead import redrive
+
+    answer = redrive(migrated_engine(settings_or_exit()), message_id, agent=operator())
+    say(answer)
+    if not answer.endswith("queued again"):
+        raise typer.Exit(1)

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -43,12 +43,15 @@ def serve() -> None:
 
 
 def demo(once: Annotated[bool, typer.Option(help="Exit after showing the messages.")] = False,
-         workdir: Annotated[Path | None, typer.Option(help="Folder for the demo's files.")] = None) -> None:
+         workdir: Annotated[Path | None, typer.Option(help="Folder for the demo's files.")] = None,
+         feed: Annotated[Literal["fhir", "hl7"], typer.Option(
+             help="How the EHR's changes arrive: FHIR Subscriptions, or HL7 v2 SIU/ORU over MLLP.")] = "fhir",
+         ) -> None:
     """Start a sandbox EHR, the WhatsApp emulator and the service; show what patients receive."""
     from adapter.demo.run import run_demo
 
     logging.basicConfig(level=logging.WARNING)
-    raise typer.Exit(run_demo(say, keep_running=not once, workdir=workdir))
+    raise typer.Exit(run_demo(say, keep_running=not once, workdir=workdir, feed=feed))
 
 
 def emulator(

@@ -3,6 +3,10 @@
 Starts the sandbox EHR (sekmet-fhir), the WhatsApp emulator and the service; creates clearly
 synthetic patients with a booked appointment and a final report (full of details that must NOT
 reach the chat); then shows what each patient received and checks that nothing leaked.
+
+``feed="hl7"`` feeds the same world as HL7 v2 over MLLP instead of FHIR Subscriptions
+(:mod:`adapter.demo.hl7_feed`): SIU^S12 and ORU^R01 to the service's MLLP listener, each ACK printed,
+and the tap written back as an SRM^S03 to a scheduling system the demo runs.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
+from adapter.demo.hl7_feed import SchedulingSystem, ack_line, opt_in, save_messages, send_all, srm_confirm_walkthrough
+from adapter.demo.hl7_world import hl7_world
+from adapter.demo.sandbox_ehr import free_port
 from adapter.demo.signals import StopRequested, terminate_as_interrupt
 from adapter.demo.stack import DemoStack, emulator_messages, start_stack, subscriptions_ready, wait_for
 from adapter.demo.walkthroughs import (
@@ -28,11 +36,13 @@ from adapter.demo.walkthroughs import (
     stop_walkthrough,
 )
 from adapter.demo.world import seed
+from adapter.storage.db import utcnow
 from mappings.phi_guard import identifying_strings
 from whatsapp.catalogue import TemplateCatalogue
 from whatsapp.emulator.phone import PREFIX as PHONE_PAGE
 
 Say = Callable[[str], None]
+Feed = Literal["fhir", "hl7"]
 
 
 def render_for_patient(message: dict[str, Any], catalogue_text: Callable[[str, str], str]) -> str:
@@ -50,29 +60,40 @@ def leaks(payload: dict[str, Any], identifying: frozenset[str]) -> list[str]:
     return [s for s in identifying if len(s) >= 4 and s.lower() in text]
 
 
-def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None) -> int:
+def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None, feed: Feed = "fhir") -> int:
     """Runs the demo; Ctrl-C or SIGTERM at any point stops everything it started (no process is left
-    behind). Returns the report's verdict (0: three messages, no PHI), or 128 + the signal's number when
-    stopped before the report."""
+    behind). Returns the report's verdict (0: three messages, no PHI; with ``feed="hl7"`` also every
+    message acknowledged ``AA``), or 128 + the signal's number when stopped before the report."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     say(f"Starting the sandbox EHR, the WhatsApp emulator and the service (files in {workdir}) ...")
     verdict: int | None = None
     with terminate_as_interrupt():
         stack: DemoStack | None = None
+        scheduling: SchedulingSystem | None = None
         try:
-            stack = start_stack(workdir)
+            if feed == "hl7":
+                scheduling = SchedulingSystem().start()
+                stack = start_stack(workdir, hl7_enabled=True, hl7_listen_port=free_port(),
+                                    hl7_srm_host="127.0.0.1", hl7_srm_port=scheduling.port)
+            else:
+                stack = start_stack(workdir)
             say(f"  EHR (sekmet-fhir): {stack.ehr.base_url}\n  WhatsApp emulator: {stack.emulator.base_url}\n"
                 f"  patients' phones:  {stack.emulator.base_url}{PHONE_PAGE}  (test tool: open in a browser)\n"
                 f"  service:           {stack.settings.public_base_url}  (health: /health)")
-            wait_for(lambda: subscriptions_ready(stack), 30, "the EHR subscriptions")
-            say("EHR subscriptions are active. Creating synthetic patients, appointments and reports ...")
-            made = seed(stack)
-            messages = wait_for(lambda: emulator_messages(stack, 3), 30, "three messages at the emulator")
-            verdict = _report(say, stack, made, messages)
+            if scheduling is not None:
+                verdict = _run_hl7(say, stack, scheduling, workdir)
+            else:
+                wait_for(lambda: subscriptions_ready(stack), 30, "the EHR subscriptions")
+                say("EHR subscriptions are active. Creating synthetic patients, appointments and reports ...")
+                made = seed(stack)
+                messages = wait_for(lambda: emulator_messages(stack, 3), 30, "three messages at the emulator")
+                verdict = _report(say, stack, made, messages)
             if keep_running:
                 say("\nEverything keeps running; press Ctrl-C to stop. Open the patients' phones at "
                     f"{stack.emulator.base_url}{PHONE_PAGE} to tap a button or reply, or try: "
-                    f"curl {stack.emulator.base_url}/_emulator/messages")
+                    f"curl {stack.emulator.base_url}/_emulator/messages"
+                    + (f", or send HL7 v2: bridge hl7 send FILE --host 127.0.0.1 --port "
+                       f"{stack.settings.hl7_listen_port}" if scheduling is not None else ""))
                 while True:
                     time.sleep(3600)
             return verdict
@@ -83,9 +104,33 @@ def run_demo(say: Say, *, keep_running: bool, workdir: Path | None = None) -> in
         finally:
             if stack is not None:
                 stack.stop()
+            if scheduling is not None:
+                scheduling.stop()
 
 
-def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]]) -> int:
+def _run_hl7(say: Say, stack: DemoStack, scheduling: SchedulingSystem, workdir: Path) -> int:
+    """The HL7 feed's part: the world sent over MLLP, each ACK shown, then the same report."""
+    port = stack.settings.hl7_listen_port
+    say(f"  HL7 v2 listener:   127.0.0.1:{port}  (MLLP; the feed instead of FHIR Subscriptions)\n"
+        f"  scheduling system: 127.0.0.1:{scheduling.port}  (MLLP; receives SRM requests for taps)")
+    made, hl7 = hl7_world(datetime.now(stack.settings.zone) + timedelta(days=2), utcnow())
+    opt_in(stack, made)
+    path = save_messages(workdir, list(hl7.values()))
+    say("Staff opted two synthetic patients in (by MRN). Sending SIU^S12 (one per patient) and ORU^R01 (a final "
+        "and a preliminary report) over MLLP ...")
+    acks = send_all(stack, list(hl7.values()))
+    for message, ack in zip(hl7.values(), acks, strict=True):
+        say(ack_line(message, ack))
+    say(f"Send them again yourself: bridge hl7 send {path} --host 127.0.0.1 --port {port}\n"
+        "  (each is acknowledged AA and recognised as a duplicate by MSH-10: nothing is sent twice)")
+    messages = wait_for(lambda: emulator_messages(stack, 3), 30, "three messages at the emulator")
+    verdict = _report(say, stack, made, messages,
+                      confirm=lambda: srm_confirm_walkthrough(stack, made, messages, scheduling))
+    return verdict if all(ack.code == "AA" for ack in acks) else 1
+
+
+def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]], *,
+            confirm: Callable[[], str] | None = None) -> int:
     catalogue = TemplateCatalogue.load(public_base_url=stack.settings.public_base_url)
 
     def body_text(name: str, language: str) -> str:
@@ -112,7 +157,7 @@ def _report(say: Say, stack: DemoStack, made: dict[str, dict[str, Any]], message
     for line in skip_lines(stack):
         say(line)
     say(link_walkthrough(stack, messages))
-    say(confirm_walkthrough(stack, made, messages))
+    say(confirm() if confirm is not None else confirm_walkthrough(stack, made, messages))
     say(stop_walkthrough(stack, made))
     say(f"PHI check: {leaked_total} of {len(identifying)} identifying strings of the synthetic patients, "
         "appointments and reports appear in what WhatsApp received.")

@@ -8,8 +8,9 @@ patients resolved, and decided in one transaction (:meth:`adapter.scheduling.dec
 As a FHIR event is decided on the resource's current version, only the batch's last message about
 each appointment or report is decided; the earlier ones are finished with it.
 Then the batch's messages are finished in one UPDATE, which drops their raw text as inbound WhatsApp
-content is dropped once processed (a stale or dead message keeps it for the operator). A message
-already applied (its appointment's decided version is this message or a later one) is finished
+content is dropped once processed (a stale or dead message keeps it for the operator, until
+retention). A message that cannot be processed goes ``dead`` with an operator alert (:mod:`.dead`).
+A message already applied (its appointment's decided version is this message or a later one) is finished
 without deciding again, so a crash between the two transactions repeats nothing.
 
 The patient (``hl7_patient_source``): ``message`` gives the Patient PID describes (PID-3 MRN, PID-13
@@ -35,6 +36,7 @@ from adapter.audit.trail import AuditEntry, record
 from adapter.feeds.hl7_resources import decide_resource, message_patient, mrn_patient_id, resource_id
 from adapter.feeds.hl7_store import raw_context
 from adapter.feeds.hl7_tables import HL7_CLAIMABLE, Hl7Message
+from adapter.hl7.dead import bury
 from adapter.scheduling.decide import Decider
 from adapter.scheduling.decision import DecideItem
 from adapter.security.crypto import FieldCipher
@@ -171,9 +173,7 @@ class Hl7Processor:
                 # Like inbound WhatsApp content, the raw text goes once processed: only its row stays.
                 session.execute(update(table).where(table.c.id.in_(done))
                                 .values(state="done", processed_at=now, lease_until=None, raw_enc=""))
-            for message_id, error in dead:
-                session.execute(update(table).where(table.c.id == message_id)
-                                .values(state="dead", last_error=error[:200], processed_at=now, lease_until=None))
+            bury(session, dead)  # each with an operator alert
             record(session, *audit)
 
     def _retry(self, claimed: list[_Claimed], error: str) -> None:
@@ -183,5 +183,5 @@ class Hl7Processor:
             ids = [row.id for row in claimed]
             session.execute(update(table).where(table.c.id.in_(ids))
                             .values(last_error=error[:200], lease_until=None, next_attempt_at=retry_at))
-            session.execute(update(table).where(table.c.id.in_(ids), table.c.attempts >= MAX_ATTEMPTS)
-                            .values(state="dead"))
+            # attempts was counted up by the claim: the row's value is one more than the claimed copy's.
+            bury(session, [(row.id, error) for row in claimed if row.attempts + 1 >= MAX_ATTEMPTS])

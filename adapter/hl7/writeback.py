@@ -15,6 +15,12 @@ no FHIR server holds it under that id. For its confirm, cancel and reschedule ta
 
 An appointment its feed already ended (S15, S17, S26) is answered without writing anything. Every
 other appointment goes to :class:`~ehr.writeback.AppointmentWriter` unchanged.
+
+A hand-off ("talk to staff") about an HL7-fed appointment whose patient is known only by MRN
+(``hl7_patient_source=message``: no FHIR Patient, so no FHIR Task could name them, and often no FHIR
+server at all) becomes an operator alert, the staff work item, instead of a FHIR Task: the patient
+always reaches a person. Its reference ``OperatorAlert/<id>`` stands for the Task; the hand-off is
+open until an operator acknowledges the alert.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from sqlmodel import Session, col
 from adapter.feeds.hl7_tables import Hl7Appointment
 from adapter.hl7.srm import SrmTrigger, srm_message
 from adapter.ops.alerts import raise_alert
+from adapter.ops.tables import OperatorAlert
 from adapter.settings import Settings
 from adapter.settings.hl7 import load_hl7_mapping
-from adapter.storage.db import transaction, utcnow
+from adapter.storage.db import table_of, transaction, utcnow
 from ehr.client import FhirClient
 from ehr.hl7.client import send_message
 from ehr.hl7.events import TERMINAL_TRIGGERS
@@ -41,6 +48,7 @@ from ehr.writeback import AppointmentWriter, WriteOutcome
 
 log = logging.getLogger(__name__)
 HL7_PREFIX = "Appointment/hl7-"
+ALERT_PREFIX = "OperatorAlert/"  # a hand-off's work item when no FHIR Task can be made
 SRM_ACK_SECONDS = 30.0
 SRM_TRIES = 3
 Tap = Literal["confirm", "cancel", "reschedule"]
@@ -64,6 +72,19 @@ class Hl7AppointmentWriter(AppointmentWriter):
         self._via_fhir = settings.hl7_writeback_via_fhir
         self._srm = (settings.hl7_srm_host, settings.hl7_srm_port) if settings.hl7_srm_host else None
         self._config = load_hl7_mapping(settings.hl7_mapping_file)
+        self._patients_by_mrn = settings.hl7_patient_source == "message"
+
+    async def handoff(self, *, patient_ref: str, focus_ref: str | None, reason: str, urgent: bool,
+                      request_key: str | None = None) -> str:
+        if not (self._patients_by_mrn and focus_ref and focus_ref.startswith(HL7_PREFIX)):
+            return await super().handoff(patient_ref=patient_ref, focus_ref=focus_ref, reason=reason, urgent=urgent,
+                                         request_key=request_key)
+        return await asyncio.to_thread(self._handoff_item, patient_ref, focus_ref, reason, urgent, request_key)
+
+    async def task_open(self, task_ref: str) -> bool:
+        if not task_ref.startswith(ALERT_PREFIX):
+            return await super().task_open(task_ref)
+        return await asyncio.to_thread(self._alert_open, int(task_ref.removeprefix(ALERT_PREFIX)))
 
     async def confirm(self, appointment_ref: str, patient_ref: str, version_at_send: str | None) -> WriteOutcome:
         if not appointment_ref.startswith(HL7_PREFIX):
@@ -146,3 +167,21 @@ class Hl7AppointmentWriter(AppointmentWriter):
             raise_alert(session, f"hl7_writeback:{tap}:{fed.resource_id}", "hl7_writeback",
                         f"{patient_ref} asked to {tap} appointment {fed.filler_id} of {fed.facility} (HL7 feed); "
                         "no write-back path is configured: do it in the scheduling system")
+
+    def _handoff_item(self, patient_ref: str, focus_ref: str, reason: str, urgent: bool,
+                      request_key: str | None) -> str:
+        fed = self._fed(focus_ref)
+        about = f"appointment {fed.filler_id} of {fed.facility}" if fed else focus_ref
+        key = f"hl7_handoff:{request_key or patient_ref + ':' + focus_ref}"[:200]
+        with transaction(self._engine) as session:
+            raise_alert(session, key, "hl7_handoff",
+                        f"{'URGENT: ' if urgent else ''}{patient_ref} asked to talk to staff about {about} (HL7 feed; "
+                        f"{reason[:60]}); contact them, then acknowledge this alert to end the hand-off")
+            alerts = table_of(OperatorAlert)
+            alert_id = session.execute(select(alerts.c.id).where(alerts.c.dedupe_key == key)).scalar_one()
+        return f"{ALERT_PREFIX}{alert_id}"
+
+    def _alert_open(self, alert_id: int) -> bool:
+        with Session(self._engine) as session:
+            alert = session.get(OperatorAlert, alert_id)
+            return alert is not None and alert.acknowledged_at is None

@@ -29,36 +29,37 @@ number is an unknown sender; re-enrolment goes through the hospital (``bridge co
 The blind index stored on old outbox rows (``recipient_key``) stays: a keyed HMAC, useless without the
 index key, and those rows are payload-free after ``message_days``.
 
+The HL7 v2 feed's rows (:mod:`adapter.maintenance.hl7_retention`): a stale or dead message's raw text
+goes after ``hl7_raw_days``, an appointment's ordering row once it can no longer change, message rows
+after ``message_days`` except an appointment's latest while its ordering row is kept.
+
 Legal holds (``legal_hold``, active while ``released_at`` is NULL) also keep operational rows that
 name a held patient (or everything, for a hold without a patient).
 
-Batches and audit: each batch (at most ``batch_size`` rows) is one transaction that re-checks the
-category's condition in its DELETE/UPDATE (a row redriven meanwhile is not touched) and records ONE audit
-entry (``Kind.RETENTION``, ``Action.DELETE``) with the rows it removed: an entry commits or rolls back
-with exactly the rows it describes, and a crash between batches leaves no unaudited deletion. A big
-backlog writes one entry per batch, all with the same ``run`` value. A second run writes nothing (idempotent).
+Batches and audit (:mod:`adapter.maintenance.purge`): each batch is one transaction with ONE audit entry
+(``Kind.RETENTION``, ``Action.DELETE``) for the rows it removed; a big backlog writes one entry per batch,
+all with the same ``run`` value. A second run writes nothing (idempotent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from adapter.audit.tables import LegalHold
-from adapter.audit.trail import Action, AuditEntry, Kind, record
 from adapter.conversation.tables import ActionRequest, InboundMessage
 from adapter.feeds.tables import InboxEvent
+from adapter.maintenance.hl7_retention import HL7_CATEGORIES
+from adapter.maintenance.purge import Category, Cutoffs, any_hold, basic_iso, count, held, purge
 from adapter.outbox.tables import ActionToken, NotificationSkip, OutboxMessage, SendAttempt, WhatsAppStatus
 from adapter.recipients.consent import OPTED_OUT
 from adapter.recipients.tables import ConsentRecord, WhatsAppContact
 from adapter.settings import Settings
-from adapter.storage.db import table_of, transaction, utcnow
+from adapter.storage.db import table_of, utcnow
 from portal_links.tables import LinkRequest, LinkToken
 
 FINAL_STATES = ("sent", "dead", "suppressed")  # adapter.outbox.store: queued and sending are in flight
@@ -80,7 +81,6 @@ _request = table_of(ActionRequest)
 _event = table_of(InboxEvent)
 _contact = table_of(WhatsAppContact)
 _consent = table_of(ConsentRecord)
-_hold = table_of(LegalHold)
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,18 @@ class RetentionPolicy:
     link_days: int = 30
     message_days: int = 90
     batch_size: int = 500
+    hl7_raw_days: int = 14
+    hl7_open_days: int = 400
 
     def __post_init__(self) -> None:
-        if self.link_days < 1 or self.message_days < 1 or self.batch_size < 1:
+        if min(self.link_days, self.message_days, self.batch_size, self.hl7_raw_days, self.hl7_open_days) < 1:
             raise ValueError("retention periods and batch size must be at least 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
         return cls(link_days=settings.retention_link_days, message_days=settings.retention_message_days,
-                   batch_size=settings.retention_batch_size)
+                   batch_size=settings.retention_batch_size, hl7_raw_days=settings.retention_hl7_raw_days,
+                   hl7_open_days=settings.retention_hl7_open_days)
 
 
 @dataclass
@@ -113,123 +116,96 @@ class RetentionReport:
         return sum(self.counts.values())
 
 
-@dataclass(frozen=True)
-class _Cutoffs:
-    links: datetime
-    messages: datetime
-    opt_out: datetime
+def _old_link(c: Cutoffs) -> ColumnElement[bool]:
+    return and_(or_(_link.c.expires_at < c.links, _link.c.revoked_at < c.links), not_(held(_link.c.patient_ref)))
 
 
-@dataclass(frozen=True)
-class _Category:
-    """One purge: the rows of ``table`` matching ``where`` are deleted, or have ``clear`` set to NULL."""
-
-    name: str
-    table: Table
-    where: Callable[[_Cutoffs], ColumnElement[bool]]
-    older_than: Callable[[_Cutoffs], datetime]
-    clear: tuple[str, ...] = ()
-
-
-def _held(patient_ref: Any) -> ColumnElement[bool]:
-    """An active legal hold covers this patient (or everyone)."""
-    return exists().where(_hold.c.released_at.is_(None),
-                          or_(_hold.c.patient_ref.is_(None), _hold.c.patient_ref == patient_ref))
-
-
-def _any_hold() -> ColumnElement[bool]:
-    return exists().where(_hold.c.released_at.is_(None), _hold.c.patient_ref.is_(None))
-
-
-def _old_link(c: _Cutoffs) -> ColumnElement[bool]:
-    return and_(or_(_link.c.expires_at < c.links, _link.c.revoked_at < c.links), not_(_held(_link.c.patient_ref)))
-
-
-def _old_final_outbox(c: _Cutoffs) -> ColumnElement[bool]:
+def _old_final_outbox(c: Cutoffs) -> ColumnElement[bool]:
     return and_(_outbox.c.state.in_(FINAL_STATES), _outbox.c.updated_at < c.messages,
                 or_(_outbox.c.hook_state.is_(None), _outbox.c.hook_state != "pending"),
-                not_(_held(_outbox.c.patient_ref)))
+                not_(held(_outbox.c.patient_ref)))
 
 
-def _link_requests(c: _Cutoffs) -> ColumnElement[bool]:
+def _link_requests(c: Cutoffs) -> ColumnElement[bool]:
     inner = _link.alias("l")
     of_old_link = _link_request.c.link_id.in_(select(_link.c.id).where(_old_link(c)))
-    no_link = and_(_link_request.c.at < c.links, not_(_any_hold()), or_(
+    no_link = and_(_link_request.c.at < c.links, not_(any_hold()), or_(
         _link_request.c.link_id.is_(None), not_(exists().where(inner.c.id == _link_request.c.link_id))))
     return or_(of_old_link, no_link)
 
 
-def _outbox_payloads(c: _Cutoffs) -> ColumnElement[bool]:
+def _outbox_payloads(c: Cutoffs) -> ColumnElement[bool]:
     return and_(_old_final_outbox(c), or_(_outbox.c.payload.is_not(None), _outbox.c.fallback.is_not(None),
                                           _outbox.c.recipient_enc.is_not(None)))
 
 
-def _send_attempts(c: _Cutoffs) -> ColumnElement[bool]:
+def _send_attempts(c: Cutoffs) -> ColumnElement[bool]:
     return _attempt.c.outbox_id.in_(select(_outbox.c.id).where(_old_final_outbox(c)))
 
 
-def _statuses(c: _Cutoffs) -> ColumnElement[bool]:
+def _statuses(c: Cutoffs) -> ColumnElement[bool]:
     in_flight = exists().where(_outbox.c.wamid == _status.c.wamid, _outbox.c.state.not_in(FINAL_STATES))
     return and_(_status.c.applied_at.is_not(None), _status.c.received_at < c.messages, not_(in_flight),
-                not_(_any_hold()))
+                not_(any_hold()))
 
 
-def _action_tokens(c: _Cutoffs) -> ColumnElement[bool]:
-    return and_(_action_token.c.expires_at < c.messages, not_(_held(_action_token.c.patient_ref)))
+def _action_tokens(c: Cutoffs) -> ColumnElement[bool]:
+    return and_(_action_token.c.expires_at < c.messages, not_(held(_action_token.c.patient_ref)))
 
 
-def _inbound_rows(c: _Cutoffs) -> ColumnElement[bool]:
-    return and_(_inbound.c.state.in_(PROCESSED_INBOUND), _inbound.c.received_at < c.messages, not_(_any_hold()))
+def _inbound_rows(c: Cutoffs) -> ColumnElement[bool]:
+    return and_(_inbound.c.state.in_(PROCESSED_INBOUND), _inbound.c.received_at < c.messages, not_(any_hold()))
 
 
-def _inbox_events(c: _Cutoffs) -> ColumnElement[bool]:
+def _inbox_events(c: Cutoffs) -> ColumnElement[bool]:
     return and_(_event.c.state.in_(FINISHED_EVENTS), _event.c.received_at < c.messages,
-                or_(_event.c.processed_at.is_(None), _event.c.processed_at < c.messages), not_(_any_hold()))
+                or_(_event.c.processed_at.is_(None), _event.c.processed_at < c.messages), not_(any_hold()))
 
 
-def _skips(c: _Cutoffs) -> ColumnElement[bool]:
-    return and_(_skip.c.created_at < c.messages, not_(_held(_skip.c.patient_ref)))
+def _skips(c: Cutoffs) -> ColumnElement[bool]:
+    return and_(_skip.c.created_at < c.messages, not_(held(_skip.c.patient_ref)))
 
 
-def _requests(c: _Cutoffs) -> ColumnElement[bool]:
+def _requests(c: Cutoffs) -> ColumnElement[bool]:
     return and_(_request.c.state.in_(FINISHED_REQUESTS), _request.c.created_at < c.messages,
-                not_(_held(_request.c.patient_ref)))
+                not_(held(_request.c.patient_ref)))
 
 
-def _opted_out_long_enough(patient_ref: Any, c: _Cutoffs) -> ColumnElement[bool]:
+def _opted_out_long_enough(patient_ref: Any, c: Cutoffs) -> ColumnElement[bool]:
     """Opted out for the grace period, nothing in flight for them, and no legal hold."""
     opted_out = exists().where(_consent.c.patient_ref == patient_ref, _consent.c.status == OPTED_OUT,
                                _consent.c.changed_at < c.opt_out)
     pending = _outbox.alias("pending")  # an alias: the outbox purge itself selects from ``outbox``
     in_flight = exists().where(pending.c.patient_ref == patient_ref, pending.c.state.not_in(FINAL_STATES))
-    return and_(opted_out, not_(in_flight), not_(_held(patient_ref)))
+    return and_(opted_out, not_(in_flight), not_(held(patient_ref)))
 
 
-def _opted_out_contacts(c: _Cutoffs) -> ColumnElement[bool]:
+def _opted_out_contacts(c: Cutoffs) -> ColumnElement[bool]:
     return _opted_out_long_enough(_contact.c.patient_ref, c)
 
 
-def _opted_out_recipients(c: _Cutoffs) -> ColumnElement[bool]:
+def _opted_out_recipients(c: Cutoffs) -> ColumnElement[bool]:
     return and_(_outbox.c.state.in_(FINAL_STATES), _outbox.c.recipient_enc.is_not(None),
                 _opted_out_long_enough(_outbox.c.patient_ref, c))
 
 
 # Order matters: access-log rows go before their links (they are found through them).
-CATEGORIES: tuple[_Category, ...] = (
-    _Category("link_request", _link_request, _link_requests, lambda c: c.links),
-    _Category("link_token", _link, _old_link, lambda c: c.links),
-    _Category("outbox_payload", _outbox, _outbox_payloads, lambda c: c.messages,
+CATEGORIES: tuple[Category, ...] = (
+    Category("link_request", _link_request, _link_requests, lambda c: c.links),
+    Category("link_token", _link, _old_link, lambda c: c.links),
+    Category("outbox_payload", _outbox, _outbox_payloads, lambda c: c.messages,
               clear=("payload", "fallback", "recipient_enc")),
-    _Category("send_attempt", _attempt, _send_attempts, lambda c: c.messages),
-    _Category("wa_status", _status, _statuses, lambda c: c.messages),
-    _Category("action_token", _action_token, _action_tokens, lambda c: c.messages),
-    _Category("wa_inbound", _inbound, _inbound_rows, lambda c: c.messages),
-    _Category("inbox_event", _event, _inbox_events, lambda c: c.messages),
-    _Category("notification_skip", _skip, _skips, lambda c: c.messages),
-    _Category("action_request", _request, _requests, lambda c: c.messages),
-    _Category("opt_out_contact", _contact, _opted_out_contacts, lambda c: c.opt_out),
-    _Category("opt_out_recipient", _outbox, _opted_out_recipients, lambda c: c.opt_out,
+    Category("send_attempt", _attempt, _send_attempts, lambda c: c.messages),
+    Category("wa_status", _status, _statuses, lambda c: c.messages),
+    Category("action_token", _action_token, _action_tokens, lambda c: c.messages),
+    Category("wa_inbound", _inbound, _inbound_rows, lambda c: c.messages),
+    Category("inbox_event", _event, _inbox_events, lambda c: c.messages),
+    Category("notification_skip", _skip, _skips, lambda c: c.messages),
+    Category("action_request", _request, _requests, lambda c: c.messages),
+    Category("opt_out_contact", _contact, _opted_out_contacts, lambda c: c.opt_out),
+    Category("opt_out_recipient", _outbox, _opted_out_recipients, lambda c: c.opt_out,
               clear=("recipient_enc",)),
+    *HL7_CATEGORIES,
 )
 CATEGORY_NAMES = tuple(category.name for category in CATEGORIES)
 
@@ -240,61 +216,16 @@ def run_retention(engine: Engine, policy: RetentionPolicy, *, now: datetime | No
     would go without changing anything (and audits nothing). ``progress`` gets (categories done,
     categories) after each category: a count, never a row's content."""
     now = now or utcnow()
-    cut = _Cutoffs(links=now - timedelta(days=policy.link_days), messages=now - timedelta(days=policy.message_days),
-                   opt_out=now - OPT_OUT_GRACE)
+    cut = Cutoffs(links=now - timedelta(days=policy.link_days), messages=now - timedelta(days=policy.message_days),
+                  opt_out=now - OPT_OUT_GRACE, hl7_raw=now - timedelta(days=policy.hl7_raw_days),
+                  hl7_open=now - timedelta(days=policy.hl7_open_days))
     report = RetentionReport(dry_run=dry_run)
-    run_id = _basic_iso(now)
+    run_id = basic_iso(now)
     for done, category in enumerate(CATEGORIES, start=1):
         if dry_run:
-            report.counts[category.name] = _count(engine, category, cut)
+            report.counts[category.name] = count(engine, category, cut)
         else:
-            report.counts[category.name] = _purge(engine, category, cut, policy.batch_size, actor, run_id)
+            report.counts[category.name] = purge(engine, category, cut, policy.batch_size, actor, run_id)
         if progress is not None:
             progress(done, len(CATEGORIES))
     return report
-
-
-def _basic_iso(at: datetime) -> str:
-    """ISO 8601 basic format (``20261125T000000Z``): the audit detail check reads the extended
-    format's digit-and-dash runs (``2026-11-25``) as a phone number."""
-    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _count(engine: Engine, category: _Category, cut: _Cutoffs) -> int:
-    with Session(engine) as session:
-        return int(session.execute(select(func.count()).select_from(category.table)
-                                   .where(category.where(cut))).scalar_one())
-
-
-def _purge(engine: Engine, category: _Category, cut: _Cutoffs, batch_size: int, actor: str, run_id: str) -> int:
-    total = 0
-    while True:
-        with transaction(engine) as session:
-            selected, removed = _purge_batch(session, category, cut, batch_size)
-            if removed:
-                record(session, AuditEntry(kind=Kind.RETENTION, action=Action.DELETE, agent=actor, detail={
-                    "category": category.name, "rows": removed,
-                    "older_than": _basic_iso(category.older_than(cut)), "run": run_id}))
-        total += removed
-        if selected < batch_size:  # a short batch: nothing older is left (rows locked elsewhere wait a run)
-            return total
-
-
-def _purge_batch(session: Session, category: _Category, cut: _Cutoffs, batch_size: int) -> tuple[int, int]:
-    """One batch: pick up to ``batch_size`` ids (locked, skipping rows another instance holds), then
-    delete or clear them with the condition re-checked, so a row that changed meanwhile is left alone.
-    Returns (rows picked, rows removed)."""
-    table, condition = category.table, category.where(cut)
-    key = table.c.id
-    ids = list(session.execute(select(key).where(condition).order_by(key).limit(batch_size)
-                               .with_for_update(skip_locked=True)).scalars())
-    if not ids:
-        return 0, 0
-    statement: Any
-    if category.clear:
-        statement = update(table).where(key.in_(ids), condition).values({name: None for name in category.clear})
-    else:
-        statement = delete(table).where(key.in_(ids), condition)
-    return len(ids), int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]  # CursorResult
-
-

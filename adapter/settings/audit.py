@@ -38,6 +38,14 @@ class AuditSettings(BaseModel):
     retention_message_days: int = Field(
         90, ge=7, le=3650, description="Days after which a sent message's payload details are deleted."
     )
+    retention_hl7_raw_days: int = Field(
+        14, ge=1, le=3650, description="Days a stale or dead HL7 v2 message keeps its encrypted text (for "
+        "`bridge hl7 dead retry`); processed ones lose it at once."
+    )
+    retention_hl7_open_days: int = Field(
+        400, ge=30, le=3650, description="Days after the last message about an HL7-fed appointment that its feed "
+        "never ended (no S15/S17/S26) before its ordering record goes; ended ones go after retention_message_days."
+    )
     retention_audit_years: int = Field(
         6, ge=6, le=100, description="Years audit records are kept (HIPAA: 6 at least); legal holds keep them longer."
     )
