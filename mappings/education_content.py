@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from mappings.approved import ContentError
+
 DEFAULT_EDUCATION_DIR = Path(__file__).parent / "education"
 TEXT_KEYS = ("menu_row", "prompt", "button", "subscribe", "subscribed_row", "subscribed", "stopped", "none",
              "opted_out")
@@ -33,12 +35,8 @@ _TOPIC_KEYS = frozenset({"id", "version", "approved_by", "valid_until", "every_d
 _ITEM_KEYS = frozenset({"id", "version", "approved_by", "valid_until"})
 
 
-class EducationError(ValueError):
+class EducationError(ContentError):
     """The education content cannot be used; ``problems`` lists each reason, saying where."""
-
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
-        self.path, self.problems = str(path), problems
-        super().__init__(f"{path}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

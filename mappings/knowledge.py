@@ -31,18 +31,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from mappings.approved import ContentError
+
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).parent / "knowledge" / "front_desk.yaml"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 _OWNER = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
 
-class KnowledgeError(ValueError):
+class KnowledgeError(ContentError):
     """The knowledge file cannot be used; ``problems`` lists each reason, saying where."""
-
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
-        self.path, self.problems = str(path), problems
-        super().__init__(f"{path}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

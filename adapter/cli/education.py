@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from adapter.cli.support import check_approved_content
+
 education_app = typer.Typer(help="Health-education topics patients subscribe to.", no_args_is_help=True)
 
 
@@ -35,30 +37,12 @@ def education_check(
 ) -> None:
     """Validate the education content: duplicates, expiry, card/SSN/password requests, lengths, languages."""
     from mappings.education_check import check
-    from mappings.education_content import DEFAULT_EDUCATION_DIR, EducationContent, EducationError
+    from mappings.education_content import DEFAULT_EDUCATION_DIR, EducationContent
 
     where = path or Path(os.environ.get("BRIDGE_EDUCATION_DIR") or DEFAULT_EDUCATION_DIR)
-    try:
-        day = date.fromisoformat(today) if today else date.today()
-    except ValueError:
-        typer.secho(f"--today must be a date such as 2027-01-31, not {today!r}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    try:
-        content = EducationContent.load(where)
-    except EducationError as error:
-        for reason in error.problems:
-            typer.echo(f"error: {reason}")
-        typer.secho(f"{where}: {len(error.problems)} error(s); the service will not use this content", fg="red")
-        raise typer.Exit(1) from None
-    problems = check(content, day)
-    for problem in problems:
-        typer.echo(str(problem))
-    errors = sum(p.level == "error" for p in problems)
-    warnings = len(problems) - errors
-    items = sum(len(t.items) for t in content.topics)
-    summary = (f"{where}: {len(content.topics)} topics, {items} items, languages {', '.join(content.languages)}; "
-               f"{errors} error(s), {warnings} warning(s)")
-    failed = errors > 0 or (strict and warnings > 0)
-    typer.secho(summary, fg="red" if failed else "green")
-    if failed:
-        raise typer.Exit(1)
+
+    def describe(content: EducationContent, day: date) -> str:
+        items = sum(len(t.items) for t in content.topics)
+        return f"{len(content.topics)} topics, {items} items, languages {', '.join(content.languages)}"
+
+    check_approved_content(where, EducationContent.load, check, describe, today=today, strict=strict)

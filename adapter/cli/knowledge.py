@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from adapter.cli.support import check_approved_content
+
 knowledge_app = typer.Typer(help="The front desk's approved answers and departments.", no_args_is_help=True)
 
 
@@ -33,32 +35,14 @@ def knowledge_check(
     = None,
 ) -> None:
     """Validate the knowledge file: duplicates, expiry, card/SSN/password requests, lengths, languages."""
-    from mappings.knowledge import DEFAULT_KNOWLEDGE_FILE, KnowledgeBase, KnowledgeError
+    from mappings.knowledge import DEFAULT_KNOWLEDGE_FILE, KnowledgeBase
     from mappings.knowledge_check import check
 
     path = file or Path(os.environ.get("BRIDGE_KNOWLEDGE_FILE") or DEFAULT_KNOWLEDGE_FILE)
-    try:
-        day = date.fromisoformat(today) if today else date.today()
-    except ValueError:
-        typer.secho(f"--today must be a date such as 2027-01-31, not {today!r}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    try:
-        base = KnowledgeBase.load(path)
-    except KnowledgeError as error:
-        for reason in error.problems:
-            typer.echo(f"error: {reason}")
-        typer.secho(f"{path}: {len(error.problems)} error(s); the service will not start with this file", fg="red")
-        raise typer.Exit(1) from None
-    problems = check(base, day)
-    for problem in problems:
-        typer.echo(str(problem))
-    errors = sum(p.level == "error" for p in problems)
-    warnings = len(problems) - errors
-    served = sum(e.valid_on(day) for e in base.entries)
-    summary = (f"{path}: {len(base.entries)} entries ({served} served on {day.isoformat()}), "
-               f"{len(base.departments)} departments, languages {', '.join(base.languages)}; "
-               f"{errors} error(s), {warnings} warning(s)")
-    failed = errors > 0 or (strict and warnings > 0)
-    typer.secho(summary, fg="red" if failed else "green")
-    if failed:
-        raise typer.Exit(1)
+
+    def describe(base: KnowledgeBase, day: date) -> str:
+        served = sum(e.valid_on(day) for e in base.entries)
+        return (f"{len(base.entries)} entries ({served} served on {day.isoformat()}), "
+                f"{len(base.departments)} departments, languages {', '.join(base.languages)}")
+
+    check_approved_content(path, KnowledgeBase.load, check, describe, today=today, strict=strict)

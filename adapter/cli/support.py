@@ -1,16 +1,23 @@
 """What every ``bridge`` command group shares: settings loaded or a clear exit, a migrated engine,
-the composed service or a clear exit, the audit entry of an operator command, and output. Command
+the composed service or a clear exit, the audit entry of an operator command, output, and the check of
+content a hospital approves. Command
 groups live in their own modules in :mod:`adapter.cli` and import these."""
 
 from __future__ import annotations
 
 import getpass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from sqlalchemy.engine import Engine
 
 from adapter.settings import Settings, SettingsError, load_settings
+from mappings.approved import ContentError, Finding
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from adapter.audit.trail import AuditEntry
@@ -94,3 +101,32 @@ def maintenance_url(settings: Settings, override: str | None = None) -> str:
         return settings.database_url
     raise fail("set BRIDGE_AUDIT_MAINTENANCE_DATABASE_URL (or pass --database-url) to the owner role's URL: the "
                "application's role cannot delete or grant on audit records", 2)
+
+
+def check_approved_content(where: Path, load: Callable[[Path], T], check: Callable[[T, date], Sequence[Finding]],
+                           describe: Callable[[T, date], str], *, today: str | None, strict: bool) -> None:
+    """``bridge knowledge check`` / ``bridge education check``: prints each problem with where it is, then a
+    summary; exits 1 on an error (the service would refuse the content) or, with ``strict``, a warning,
+    and 2 on a bad ``--today``."""
+    try:
+        day = date.fromisoformat(today) if today else date.today()
+    except ValueError:
+        typer.secho(f"--today must be a date such as 2027-01-31, not {today!r}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    try:
+        content = load(where)
+    except ContentError as error:
+        for reason in error.problems:
+            typer.echo(f"error: {reason}")
+        typer.secho(f"{where}: {len(error.problems)} error(s); the service will not start with this content", fg="red")
+        raise typer.Exit(1) from None
+    problems = check(content, day)
+    for problem in problems:
+        typer.echo(str(problem))
+    errors = sum(p.level == "error" for p in problems)
+    warnings = len(problems) - errors
+    failed = errors > 0 or (strict and warnings > 0)
+    typer.secho(f"{where}: {describe(content, day)}; {errors} error(s), {warnings} warning(s)",
+                fg="red" if failed else "green")
+    if failed:
+        raise typer.Exit(1)

@@ -16,10 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from adapter.demo.sandbox_ehr import free_port
 from adapter.demo.stack import DemoStack, demo_engine, texts_to, wait_for
+from adapter.demo.walkthroughs import tap_confirmar
 from adapter.recipients.consent import OPTED_IN, set_consent
 from adapter.storage.db import transaction
 from ehr.hl7.ack import build_ack, read_header
@@ -105,13 +104,7 @@ def save_messages(workdir: Path, messages: list[str]) -> Path:
 def srm_confirm_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]],
                             scheduling: SchedulingSystem) -> str:
     """The Spanish patient taps Confirmar: an SRM^S03 reaches the scheduling system and is acknowledged."""
-    phone = made["patient_es"]["telecom"][0]["value"]
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    message = next((m.get("payload") or m) for m in messages if str((m.get("payload") or m)["to"]).endswith(digits))
-    confirm = next(c["parameters"][0]["payload"] for c in message["template"]["components"]
-                   if c.get("sub_type") == "quick_reply")
-    httpx.post(f"{stack.emulator.base_url}/_emulator/inbound", timeout=10,
-               json={"from": phone, "button": {"payload": confirm, "text": "Confirmar"}}).raise_for_status()
+    digits = tap_confirmar(stack, made, messages)
     requests = wait_for(lambda: [m for m in scheduling.received if "|SRM^S03^" in m], 30,
                         "the SRM^S03 at the scheduling system")
     arq = next(segment for segment in requests[0].split("\r") if segment.startswith("ARQ|"))

@@ -41,10 +41,9 @@ def link_walkthrough(stack: DemoStack, messages: list[dict[str, Any]]) -> str:
     return "Portal link: none sent"
 
 
-def confirm_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]]) -> str:
-    """The Spanish patient taps Confirm: the EHR's appointment shows them as accepted."""
-    appointment = made["appointment_patient_es"]
-    patient_ref = f"Patient/{made['patient_es']['id']}"
+def tap_confirmar(stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]]) -> str:
+    """The Spanish patient taps the first quick reply (Confirmar) of the template sent to them, through the
+    emulator; returns their number's digits."""
     phone = made["patient_es"]["telecom"][0]["value"]
     digits = "".join(ch for ch in phone if ch.isdigit())
     message = next((m.get("payload") or m) for m in messages if str((m.get("payload") or m)["to"]).endswith(digits))
@@ -52,6 +51,14 @@ def confirm_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]], messa
                    if c.get("sub_type") == "quick_reply")
     httpx.post(f"{stack.emulator.base_url}/_emulator/inbound", timeout=10,
                json={"from": phone, "button": {"payload": confirm, "text": "Confirmar"}}).raise_for_status()
+    return digits
+
+
+def confirm_walkthrough(stack: DemoStack, made: dict[str, dict[str, Any]], messages: list[dict[str, Any]]) -> str:
+    """The Spanish patient taps Confirm: the EHR's appointment shows them as accepted."""
+    appointment = made["appointment_patient_es"]
+    patient_ref = f"Patient/{made['patient_es']['id']}"
+    digits = tap_confirmar(stack, made, messages)
 
     def accepted() -> bool:
         current = httpx.get(f"{stack.ehr.base_url}/Appointment/{appointment['id']}", timeout=5).json()

@@ -11,18 +11,16 @@ itself is never logged or recorded.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable
 from datetime import UTC, timedelta
 
 from fastapi import HTTPException, Request
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from adapter.audit.trail import Action, AuditEntry, Kind, Outcome, record
-from adapter.security.credentials import AuthenticationError, authenticate, digest
+from adapter.security.credentials import AuthenticationError, authenticate, live_session, principal_of
 from adapter.security.roles import Principal, Role
-from adapter.security.tables import ApiCredential, ApiSession
 from adapter.storage.db import transaction, utcnow
 
 
@@ -89,21 +87,9 @@ def touch_session(session: Session, token: str, *, idle: timedelta, max_age: tim
     beyond ``max_age`` after login): a session left alone for ``idle`` ends, one in use lasts at most
     ``max_age``. Raises :class:`AuthenticationError` (``unknown``, ``ended``, ``expired``). Call it in
     the transaction that records the page view, so the view and the renewal commit together."""
-    hashed = digest(token)
-    found = session.exec(select(ApiSession, ApiCredential)
-                         .join(ApiCredential, col(ApiCredential.id) == col(ApiSession.credential_id))
-                         .where(col(ApiSession.token_hash) == hashed)).first()
-    if found is None or not hmac.compare_digest(found[0].token_hash, hashed):
-        raise AuthenticationError("unknown")
-    api_session, credential = found
-    if api_session.ended_at is not None or credential.revoked_at is not None:
-        raise AuthenticationError("ended")
+    api_session, credential = live_session(session, token)
     now = utcnow()
-    expires = api_session.expires_at if api_session.expires_at.tzinfo else api_session.expires_at.replace(tzinfo=UTC)
-    if expires <= now:
-        raise AuthenticationError("expired")
     created = api_session.created_at if api_session.created_at.tzinfo else api_session.created_at.replace(tzinfo=UTC)
     api_session.expires_at = min(now + idle, created + max_age)
     session.add(api_session)
-    assert credential.id is not None
-    return Principal(credential.name, Role(api_session.role), credential.id)
+    return principal_of(api_session, credential)

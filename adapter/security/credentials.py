@@ -166,13 +166,13 @@ def summary_entry(summary: Summary) -> AuditEntry:
                       source=summary.client, detail=detail)
 
 
-def authenticate(engine: Engine, token: str) -> Principal:
-    """The principal of a live session token, or :class:`AuthenticationError`."""
+def live_session(session: Session, token: str) -> tuple[ApiSession, ApiCredential]:
+    """The session row of a live token and its credential, or :class:`AuthenticationError`
+    (``unknown``, ``ended``, ``expired``)."""
     hashed = digest(token)
-    with Session(engine) as session:
-        found = session.exec(select(ApiSession, ApiCredential)
-                             .join(ApiCredential, col(ApiCredential.id) == col(ApiSession.credential_id))
-                             .where(col(ApiSession.token_hash) == hashed)).first()
+    found = session.exec(select(ApiSession, ApiCredential)
+                         .join(ApiCredential, col(ApiCredential.id) == col(ApiSession.credential_id))
+                         .where(col(ApiSession.token_hash) == hashed)).first()
     # The lookup matched on the hash already; compare_digest keeps the final check constant-time.
     if found is None or not hmac.compare_digest(found[0].token_hash, hashed):
         raise AuthenticationError("unknown")
@@ -181,8 +181,18 @@ def authenticate(engine: Engine, token: str) -> Principal:
         raise AuthenticationError("ended")
     if _aware(api_session.expires_at) <= utcnow():
         raise AuthenticationError("expired")
+    return api_session, credential
+
+
+def principal_of(api_session: ApiSession, credential: ApiCredential) -> Principal:
     assert credential.id is not None
     return Principal(credential.name, Role(api_session.role), credential.id)
+
+
+def authenticate(engine: Engine, token: str) -> Principal:
+    """The principal of a live session token, or :class:`AuthenticationError`."""
+    with Session(engine) as session:
+        return principal_of(*live_session(session, token))
 
 
 def logout(engine: Engine, token: str, source: str | None = None) -> bool:

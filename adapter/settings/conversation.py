@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from adapter.settings.values import PACKAGE_ROOT, WebUrl
-from mappings.knowledge import DEFAULT_KNOWLEDGE_FILE, KnowledgeBase, KnowledgeError
+from mappings.approved import refusals
+from mappings.knowledge import DEFAULT_KNOWLEDGE_FILE, KnowledgeBase
 from mappings.knowledge_check import check as check_knowledge
 from mappings.quiet_hours import QuietHours
 
@@ -88,12 +89,7 @@ class ConversationSettings(BaseModel):
     @field_validator("knowledge_file")
     @classmethod
     def _knowledge(cls, value: Path) -> Path:
-        try:
-            base = KnowledgeBase.load(value)
-        except KnowledgeError as error:
-            raise ValueError(f"{value}: " + "; ".join(error.problems)) from None
-        errors = [str(p) for p in check_knowledge(base, date.today()) if p.level == "error"]
-        if errors:
+        if errors := refusals(value, KnowledgeBase.load, check_knowledge, date.today()):
             raise ValueError(f"{value} (run `bridge knowledge check`): " + "; ".join(errors))
         return value
 

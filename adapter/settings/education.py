@@ -10,8 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from mappings.approved import refusals
 from mappings.education_check import check
-from mappings.education_content import DEFAULT_EDUCATION_DIR, EducationContent, EducationError
+from mappings.education_content import DEFAULT_EDUCATION_DIR, EducationContent
 
 
 class EducationSettings(BaseModel):
@@ -28,11 +29,6 @@ class EducationSettings(BaseModel):
     @field_validator("education_dir")
     @classmethod
     def _content(cls, value: Path) -> Path:
-        try:
-            content = EducationContent.load(value)
-        except EducationError as error:
-            raise ValueError(f"{value}: " + "; ".join(error.problems)) from None
-        errors = [str(p) for p in check(content, date.today()) if p.level == "error"]
-        if errors:
+        if errors := refusals(value, EducationContent.load, check, date.today()):
             raise ValueError(f"{value} (run `bridge education check`): " + "; ".join(errors))
         return value

@@ -46,15 +46,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterat
 
 
 async def notify_as_an_ehr(cluster: Cluster, events: Events, event_at: dict[str, float], *,
-                           retry_for: float = 90.0) -> int:
+                           retry_for: float = 90.0, spread_seconds: float = 0.0) -> int:
     """PUTs every appointment at the intake, 16 at a time; a refusal, a 503 or no answer is retried a
     second later, as an EHR's rest-hook retries would. Fills recipient digits → first event time;
-    returns how many PUTs were not answered 200."""
+    returns how many PUTs were not answered 200. ``spread_seconds``: the first PUTs start evenly over that
+    time instead of all at once (so that some surely meet a fault that starts early in the run)."""
     headers = {"Authorization": authorization_header(derive_secret(DEMO_SECRET.encode(), "appointment")),
                "Content-Type": FHIR_JSON}
     slots, refused = asyncio.Semaphore(16), [0]
     async with httpx.AsyncClient(timeout=15) as client:
-        async def put(appointment: dict[str, Any]) -> None:
+        async def put(index: int, appointment: dict[str, Any]) -> None:
+            await asyncio.sleep(spread_seconds * index / len(events.appointments))
             url = f"{cluster.urls[0]}/ehr/notify/appointment/Appointment/{appointment['id']}"
             deadline = time.monotonic() + retry_for
             async with slots:
@@ -70,12 +72,12 @@ async def notify_as_an_ehr(cluster: Cluster, events: Events, event_at: dict[str,
                         raise AssertionError(f"the intake never accepted Appointment/{appointment['id']}")
                     await asyncio.sleep(1.0)
 
-        await asyncio.gather(*(put(appointment) for appointment in events.appointments))
+        await asyncio.gather(*(put(index, appointment) for index, appointment in enumerate(events.appointments)))
     return refused[0]
 
 
 def run_with_fault(cluster: Cluster, fault_start: Any, fault_end: Any, *, fault_seconds: float,
-                   into_run: float | None = 0.3) -> dict[str, Any]:
+                   into_run: float | None = 0.3, spread_seconds: float = 0.0) -> dict[str, Any]:
     """Books EVENTS appointments and notifies them; the fault starts ``into_run`` seconds into the
     notifications (None: just before them) and ends ``fault_seconds`` later. Counts what the emulator
     accepted: ``sent`` patients of ``expected``, ``duplicates``, ``recovered_s`` from the fault's end to
@@ -86,7 +88,7 @@ def run_with_fault(cluster: Cluster, fault_start: Any, fault_end: Any, *, fault_
     async def scenario() -> tuple[int, float, float]:
         if into_run is None:
             await asyncio.to_thread(fault_start)
-        sending = asyncio.create_task(notify_as_an_ehr(cluster, events, event_at))
+        sending = asyncio.create_task(notify_as_an_ehr(cluster, events, event_at, spread_seconds=spread_seconds))
         if into_run is not None:
             await asyncio.sleep(into_run)
             await asyncio.to_thread(fault_start)
@@ -113,7 +115,9 @@ def _accepted_times(cluster: Cluster, wanted: set[str]) -> list[float]:
 
 def test_a_database_restart_mid_run_loses_nothing_and_sends_nothing_twice(stack: tuple[Cluster, TcpProxy]) -> None:
     cluster, proxy = stack
-    figures = run_with_fault(cluster, proxy.down, proxy.up, fault_seconds=7.0)
+    # Notifications spread over 3 s: the database goes at 0.3 s, while some are being processed and
+    # others have not arrived yet (all 60 can otherwise be stored before the fault on a quiet machine).
+    figures = run_with_fault(cluster, proxy.down, proxy.up, fault_seconds=7.0, spread_seconds=3.0)
     assert (figures["sent"], figures["duplicates"]) == (EVENTS, 0), figures
     assert figures["refused"] > 0  # the intake did see the database gone (503), and the EHR retried
 
