@@ -21,20 +21,25 @@ def consent_grant(patient: Annotated[str, typer.Argument(help="FHIR reference, e
 
 @consent_app.command("revoke")
 def consent_revoke(patient: Annotated[str, typer.Argument(help="FHIR reference, e.g. Patient/123")]) -> None:
-    """Record that a patient opted out; nothing more is sent to them."""
+    """Record that a patient opted out; nothing more is sent to them, and every health-tips topic they
+    subscribed to is stopped too (a later grant does not resubscribe them)."""
     _set_consent(patient, "opted_out")
 
 
 def _set_consent(patient: str, status: str) -> None:
     from adapter.audit.trail import record
+    from adapter.education.consent import stop_all
     from adapter.recipients.consent import set_consent
     from adapter.storage.db import transaction
 
     try:
         with transaction(migrated_engine(settings_or_exit())) as session:
             set_consent(session, patient, status, "admin")
-            command = "consent.grant" if status == "opted_in" else "consent.revoke"
-            record(session, admin_entry(command, patient=patient, status=status))
+            if status == "opted_in":
+                record(session, admin_entry("consent.grant", patient=patient, status=status))
+            else:
+                topics = stop_all(session, [patient], source="admin")
+                record(session, admin_entry("consent.revoke", patient=patient, status=status, topics_stopped=topics))
     except ValueError as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(2) from None

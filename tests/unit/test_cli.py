@@ -33,6 +33,25 @@ def test_consent_grant_revoke_and_list(env: str) -> None:
     assert bad.exit_code == 2 and "Patient/123" in bad.output
 
 
+def test_consent_revoke_also_stops_every_health_tips_topic(env: str) -> None:
+    from sqlmodel import Session
+
+    from adapter.education.consent import set_topic_consent, subscribed
+
+    engine = make_engine(env)
+    upgrade(engine)
+    with transaction(engine) as session:
+        set_topic_consent(session, "Patient/789", "diabetes", "opted_in", "chat")
+        set_topic_consent(session, "Patient/789", "pregnancy", "opted_in", "chat")
+        set_topic_consent(session, "Patient/790", "diabetes", "opted_in", "chat")
+    assert runner.invoke(app, ["consent", "grant", "Patient/789"]).exit_code == 0
+    assert runner.invoke(app, ["consent", "revoke", "Patient/789"]).exit_code == 0
+    assert runner.invoke(app, ["consent", "grant", "Patient/789"]).exit_code == 0  # does not resubscribe
+    with Session(engine) as session:
+        assert subscribed(session, "Patient/789") == set()
+        assert subscribed(session, "Patient/790") == {"diabetes"}  # another patient's topics stay
+
+
 def test_skips_and_dead_letters(env: str) -> None:
     engine = make_engine(env)
     upgrade(engine)
