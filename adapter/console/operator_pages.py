@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from adapter.console import operator_setup_pages
+from adapter.console import operator_hl7_pages, operator_setup_pages
 from adapter.console.operator_actions import ack_alert, pause, resume, retry_dead_letter
 from adapter.console.operator_common import (
     ADMINS,
@@ -44,6 +44,7 @@ NAV: list[tuple[str, str, frozenset[Role]]] = [
     ("Operations", "/console/operator", _OPS),
     ("Alerts", "/console/operator/alerts", _OPS),
     ("Dead letters", "/console/operator/dead-letters", _OPS),
+    *operator_hl7_pages.NAV,
     *operator_setup_pages.NAV,
 ]
 _ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]{1,300}")  # stored and logged text (adapter.http.json_body.ONE_LINE)
@@ -164,6 +165,7 @@ def router(console: Console) -> APIRouter:
         return await dead_page(request, principal, notice=said if queued else None, error=None if queued else said)
 
     pages.include_router(operator_setup_pages.router(console))
+    pages.include_router(operator_hl7_pages.router(console))
     return pages
 
 
