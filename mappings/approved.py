@@ -20,6 +20,23 @@ class ContentError(ValueError):
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
+class Approved:
+    """An approved piece of content (an answer, a topic, a series item): served only up to its
+    ``valid_until``, and recorded by id and version when sent."""
+
+    id: str
+    version: int
+    valid_until: date
+
+    def valid_on(self, day: date) -> bool:
+        return day <= self.valid_until
+
+    @property
+    def key(self) -> str:
+        """What is recorded with the content sent: its id and version."""
+        return f"{self.id}@{self.version}"
+
+
 class Finding(Protocol):
     @property
     def level(self) -> str: ...

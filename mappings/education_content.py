@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from mappings.approved import ContentError
+from mappings.approved import Approved, ContentError
 
 DEFAULT_EDUCATION_DIR = Path(__file__).parent / "education"
 TEXT_KEYS = ("menu_row", "prompt", "button", "subscribe", "subscribed_row", "subscribed", "stopped", "none",
@@ -47,24 +47,16 @@ class TopicWords:
 
 
 @dataclass(frozen=True)
-class Item:
+class Item(Approved):
     id: str
     version: int
     approved_by: str
     valid_until: date
     texts: Mapping[str, str]
 
-    def valid_on(self, day: date) -> bool:
-        return day <= self.valid_until
-
-    @property
-    def key(self) -> str:
-        """What is recorded with an item sent: the item and its version."""
-        return f"{self.id}@{self.version}"
-
 
 @dataclass(frozen=True)
-class Topic:
+class Topic(Approved):
     id: str
     version: int
     approved_by: str
@@ -72,9 +64,6 @@ class Topic:
     every_days: int
     words: Mapping[str, TopicWords]
     items: tuple[Item, ...]
-
-    def valid_on(self, day: date) -> bool:
-        return day <= self.valid_until
 
     def title(self, language: str, default_language: str) -> str:
         words = self.words.get(language) or self.words.get(default_language)

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from mappings.approved import ContentError
+from mappings.approved import Approved, ContentError
 
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).parent / "knowledge" / "front_desk.yaml"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -88,21 +88,13 @@ class Localised:
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Approved):
     id: str
     version: int
     department: str | None
     approved_by: str
     valid_until: date
     texts: Mapping[str, Localised]
-
-    def valid_on(self, day: date) -> bool:
-        return day <= self.valid_until
-
-    @property
-    def key(self) -> str:
-        """What is recorded with an answer served: the entry and its version."""
-        return f"{self.id}@{self.version}"
 
 
 @dataclass(frozen=True)
